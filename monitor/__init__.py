@@ -1,0 +1,1 @@
+"""drift-monitor: label and prediction drift of ML models as Prometheus metrics."""

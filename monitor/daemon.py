@@ -1,0 +1,406 @@
+"""The long-running loop: startup, main_loop, shutdown (uvicorn's three phases).
+
+The main thread owns every piece of mutable state. Watchdog callbacks and signal
+handlers only `put()` a message on one `queue.SimpleQueue` (its put is reentrant;
+`Queue` and `Event` take locks a signal handler can deadlock on, bpo-14976). The HTTP
+thread only reads `self.snapshot`, an immutable Snapshot replaced whole right after a
+checkpoint is durable: /metrics is never ahead of what survives `kill -9`, so counters
+never go backwards across a crash.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import queue
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, replace
+
+from prometheus_client.registry import CollectorRegistry
+
+from monitor import checkpoint
+from monitor.aggregate import Aggregator, Snapshot
+from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
+from monitor.errors import ConfigError, ConfigErrors, StateError
+from monitor.export import DriftCollector
+from monitor.http import MetricsServer
+from monitor.tail import Block, FileRecord, Tailer
+
+log = logging.getLogger(__name__)
+
+READ_BUDGET = 8 << 20  # bytes per sweep over the sources, between checks for signals
+MAX_BACKOFF_S = 60.0
+WAKE, RELOAD, STOP = "wake", "reload", "stop"
+
+
+class Throttle:
+    """Lets one message per key through every `interval_s`, counting the rest."""
+
+    def __init__(self, interval_s: float, monotonic: Callable[[], float]) -> None:
+        self.interval_s = interval_s
+        self.monotonic = monotonic
+        self.last: dict[object, float] = {}
+        self.suppressed: Counter[object] = Counter()
+
+    def allow(self, key: object) -> int | None:
+        """None to stay quiet, else how many messages were suppressed since the last."""
+        now = self.monotonic()
+        if now - self.last.get(key, -math.inf) < self.interval_s:
+            self.suppressed[key] += 1
+            return None
+        self.last[key] = now
+        return self.suppressed.pop(key, 0)
+
+
+class Reader:
+    """Tails every source and feeds the aggregator; shared by `run` and `replay`."""
+
+    def __init__(
+        self,
+        config: Config,
+        aggregator: Aggregator,
+        tail_state: dict | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        tailers: dict[str, Tailer] | None = None,
+    ) -> None:
+        self.config = config
+        self.aggregator = aggregator
+        self.throttle = Throttle(10.0, monotonic)
+        self.sources: list[SourceConfig | LabelSourceConfig] = [*config.sources, *config.labels]
+        state = tail_state or {}
+        reuse = tailers or {}
+        self.tailers: dict[str, Tailer] = {}
+        for source in self.sources:
+            old = reuse.get(source.name)
+            if old is not None and old.pattern == source.path:
+                self.tailers[source.name] = old
+                continue
+            saved = state.get(source.name, {})
+            self.tailers[source.name] = Tailer(
+                source.path,
+                config.max_line_bytes,
+                start_at_end=source.start_at == "end",
+                records=[FileRecord(**r) for r in saved.get("files", [])],
+                history=saved.get("history"),
+                monotonic=monotonic,
+            )
+        for name, old in reuse.items():
+            if self.tailers.get(name) is not old:
+                old.close()
+
+    def step(self, now: float, arrival: float | None = None, budget: int = READ_BUDGET) -> int:
+        """One sweep: read up to `budget` bytes per source; returns the bytes read.
+
+        `now` is the window clock (wall time; -inf in replay, where the clock is the
+        newest event), `arrival` stamps lines that carry no time (default `now`).
+        """
+        stamp = now if arrival is None else arrival
+        total = 0
+        for source in self.sources:
+            tailer = self.tailers[source.name]
+            before = tailer_position(tailer)
+            for block in tailer.poll(budget):
+                self._ingest(source, block, now, stamp)
+            total += tailer_position(tailer) - before
+        return total
+
+    def _ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
+                arrival: float) -> None:
+        if block.too_long:
+            self.aggregator.reject_too_long(source.name)
+            self._log_reject(source.name, block.path, block.first_line, "too_long")
+            return
+        if isinstance(source, LabelSourceConfig):
+            rejects = self.aggregator.ingest_labels(source, block.lines, now, arrival)
+        else:
+            rejects = self.aggregator.ingest_predictions(source, block.lines, now, arrival)
+        for reject in rejects:
+            self._log_reject(source.name, block.path, block.first_line + reject.index,
+                             reject.reason.value)
+
+    def _log_reject(self, source: str, path: str, line_no: int, reason: str) -> None:
+        suppressed = self.throttle.allow((source, reason))
+        if suppressed is not None:
+            log.warning("line rejected source=%s file=%s line=%d reason=%s suppressed=%d",
+                        source, path, line_no, reason, suppressed)
+
+    def state(self) -> dict:
+        return {
+            name: {"files": [asdict(r) for r in t.records()], "history": dict(t.history)}
+            for name, t in self.tailers.items()
+        }
+
+    def backlog_bytes(self) -> int:
+        return sum(t.backlog_bytes() for t in self.tailers.values())
+
+    def close(self) -> None:
+        for tailer in self.tailers.values():
+            tailer.close()
+
+
+def tailer_position(tailer: Tailer) -> int:
+    return sum(f.record.offset for f in tailer.files.values())
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if config.state_dir is None:
+            raise ConfigErrors([ConfigError("state_dir", "required for `run`")])
+        self.config = config
+        self.config_path = config_path
+        self.clock = clock
+        self.monotonic = monotonic
+        self.messages: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.path = os.path.join(config.state_dir, checkpoint.FILENAME)
+        self.snapshot: Snapshot | None = None
+        self.stopping = False
+        self.dirty = True
+        self.failures = 0
+        self.last_durable = monotonic()
+        self.last_tick = monotonic()
+        self.next_checkpoint = 0.0
+        self.registry = CollectorRegistry()
+        self.registry.register(DriftCollector(
+            lambda: self.snapshot,
+            lambda: self.monotonic() - self.last_durable,
+            lambda: self.failures,
+        ))
+        self.aggregator = Aggregator(config)
+        self.reader: Reader | None = None
+        self.server: MetricsServer | None = None
+        self.observer: object | None = None
+
+    # -- phases ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        with self.capture_signals():
+            self.startup()
+            try:
+                self.main_loop()
+            finally:
+                self.shutdown()
+        return 0
+
+    def startup(self) -> None:
+        assert self.config.state_dir is not None
+        try:
+            os.makedirs(self.config.state_dir, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
+        tail_state = self._restore()
+        self.reader = Reader(self.config, self.aggregator, tail_state, self.monotonic)
+        try:
+            self._write_checkpoint()
+        except OSError as exc:
+            raise StateError(
+                f"state_dir {self.config.state_dir} is not writable: {exc.strerror}") from None
+        try:
+            self.server = MetricsServer(self.config.listen_host, self.config.listen_port,
+                                        self.registry, self._healthy, lambda: self.snapshot is not None)
+        except OSError as exc:
+            raise StateError(f"cannot listen on {self.config.listen_host}:"
+                             f"{self.config.listen_port}: {exc.strerror}") from None
+        self.server.start()
+        self.observer = self._watch()
+        log.info("started listen=http://%s:%d/metrics sources=%d models=%d",
+                 self.config.listen_host, self.server.port, len(self.reader.sources),
+                 len(self.config.models))
+
+    def main_loop(self) -> None:
+        assert self.reader is not None
+        next_poll = 0.0
+        while not self.stopping:
+            mono = self.monotonic()
+            self.last_tick = mono
+            read = 0
+            if mono >= next_poll:
+                read = self.reader.step(self.clock())
+                self.dirty = self.dirty or read > 0
+                # More data may be waiting: poll again at once instead of sleeping.
+                next_poll = mono if read else mono + self.config.poll_interval_s
+            if mono >= self.next_checkpoint:
+                self._checkpoint()
+            timeout = 0.0 if read else max(0.0, min(next_poll, self.next_checkpoint) - mono)
+            for message in self._messages(timeout):
+                if message == WAKE:
+                    next_poll = 0.0
+                elif message == RELOAD:
+                    self._reload()
+                elif message == STOP:
+                    self.stopping = True
+
+    def shutdown(self) -> None:
+        if self.observer is not None:
+            self.observer.stop()  # type: ignore[attr-defined]
+            self.observer.join(timeout=2)  # type: ignore[attr-defined]
+        if self.reader is not None:
+            try:
+                self._write_checkpoint()
+            except OSError as exc:
+                log.error("final checkpoint failed path=%s error=%s", self.path, exc.strerror)
+            self.reader.close()
+        if self.server is not None:
+            self.server.stop()
+        log.info("stopped")
+
+    # -- signals and messages ----------------------------------------------------------
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Handlers only enqueue; the old handlers come back on the way out."""
+        wanted = {signal.SIGTERM: STOP, signal.SIGINT: STOP, signal.SIGHUP: RELOAD}
+        previous = {
+            sig: signal.signal(sig, lambda signum, frame: self.messages.put(wanted[signum]))
+            for sig in wanted
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _messages(self, timeout: float) -> list[str]:
+        """Wait up to `timeout` for a message, then take every message already queued."""
+        out = []
+        try:
+            out.append(self.messages.get(timeout=timeout) if timeout > 0
+                       else self.messages.get_nowait())
+            while True:
+                out.append(self.messages.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def _healthy(self) -> bool:
+        # The loop ticks at least every poll_interval; a stuck loop fails the probe.
+        return self.monotonic() - self.last_tick < max(30.0, 10 * self.config.poll_interval_s)
+
+    def _watch(self) -> object | None:
+        """inotify wake-ups (watchdog) beside polling; polling alone when inotify fails."""
+        if self.config.watch == "poll":
+            return None
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        messages = self.messages
+
+        class Wake(FileSystemEventHandler):
+            def on_any_event(self, event: object) -> None:
+                messages.put(WAKE)
+
+        observer = Observer()
+        try:
+            for folder, recursive in sorted(_watch_roots(self.reader.sources)):  # type: ignore[union-attr]
+                if os.path.isdir(folder):
+                    observer.schedule(Wake(), folder, recursive=recursive)
+            observer.start()
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EMFILE, errno.ENFILE):
+                raise
+            log.warning("inotify unavailable, polling only error=%s interval=%.1fs",
+                        exc.strerror, self.config.poll_interval_s)
+            return None
+        return observer
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _restore(self) -> dict | None:
+        try:
+            saved = checkpoint.read(self.path)
+        except checkpoint.CheckpointError as exc:
+            aside = checkpoint.move_aside(self.path, self.clock())
+            log.error("checkpoint unreadable, starting fresh path=%s moved_to=%s error=%s",
+                      self.path, aside, exc)
+            return None
+        except OSError as exc:
+            raise StateError(f"cannot read checkpoint {self.path}: {exc.strerror}") from None
+        if saved is None:
+            return None
+        meta, arrays = saved
+        for name in self.aggregator.restore(meta["aggregator"], arrays):
+            log.warning("model state dropped on restore, its classes changed model=%s", name)
+        log.info("checkpoint restored path=%s", self.path)
+        return meta["tail"]
+
+    def _write_checkpoint(self) -> None:
+        assert self.reader is not None
+        meta, arrays = self.aggregator.state()
+        data = checkpoint.encode({"aggregator": meta, "tail": self.reader.state(),
+                                  "written_at": self.clock()}, arrays)
+        checkpoint.write_atomic(self.path, data)
+        self.last_durable = self.monotonic()
+        self.dirty = False
+        self.snapshot = self.aggregator.snapshot(self.clock())
+
+    def _checkpoint(self) -> None:
+        """Write if anything changed, else only refresh the published snapshot (idle
+        windows still move with the clock); back off while writes fail."""
+        interval = self.config.checkpoint_interval_s
+        try:
+            if self.dirty:
+                self._write_checkpoint()
+            else:
+                self.last_durable = self.monotonic()
+                self.snapshot = self.aggregator.snapshot(self.clock())
+        except OSError as exc:
+            self.failures += 1
+            delay = min(interval * 2 ** min(self.failures, 16), MAX_BACKOFF_S)
+            log.error("checkpoint failed path=%s error=%s failures=%d retry_in=%.1fs",
+                      self.path, exc.strerror, self.failures, delay)
+            self.next_checkpoint = self.monotonic() + delay
+            return
+        self.next_checkpoint = self.monotonic() + interval
+
+    def _reload(self) -> None:
+        if self.config_path is None:
+            return
+        try:
+            config = load_config(self.config_path)
+        except ConfigErrors as exc:
+            for error in exc.errors:
+                log.error("reload rejected, keeping the running config: %s", error)
+            return
+        if (config.listen_host, config.listen_port, config.state_dir) != (
+                self.config.listen_host, self.config.listen_port, self.config.state_dir):
+            log.warning("listen and state_dir changes need a restart; keeping the old ones")
+            config = _replace_listen(config, self.config)
+        assert self.reader is not None
+        self.aggregator, dropped = self.aggregator.reconfigure(config)
+        for name in dropped:
+            log.warning("model state dropped on reload, its classes changed model=%s", name)
+        self.reader = Reader(config, self.aggregator, self.reader.state(), self.monotonic,
+                             tailers=self.reader.tailers)
+        self.config = config
+        self.dirty = True
+        self.next_checkpoint = 0.0
+        log.info("config reloaded models=%d sources=%d", len(config.models), len(self.reader.sources))
+
+
+def _replace_listen(config: Config, old: Config) -> Config:
+    return replace(config, listen_host=old.listen_host, listen_port=old.listen_port,
+                   state_dir=old.state_dir)
+
+
+def _watch_roots(sources: list[SourceConfig | LabelSourceConfig]) -> set[tuple[str, bool]]:
+    """For each glob, its deepest folder without a wildcard, and whether the folders
+    below it matter too (a wildcard in the folder part)."""
+    roots = set()
+    for source in sources:
+        folders = os.path.dirname(source.path).split(os.sep)
+        fixed = [p for p in folders if not any(ch in p for ch in "*?[")]
+        wild = len(fixed) < len(folders)
+        stem = folders[: next((i for i, p in enumerate(folders) if p not in fixed), len(folders))]
+        roots.add((os.sep.join(stem) or os.sep, wild))
+    return roots

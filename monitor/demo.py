@@ -1,0 +1,147 @@
+"""`drift-monitor demo`: a synthetic model server, the daemon on its logs, a live table.
+
+A writer thread plays a fraud model: 10% of requests are fraud, the model is calibrated
+(mean output about [0.9, 0.1]) until DRIFT_AFTER_S, then it starts over-predicting
+fraud (mean output about [0.6, 0.4]) while the labels stay the same. Half the labels
+are on the prediction line, the rest arrive a few seconds later in a feedback log,
+joined by request id. The KL divergence of the 30s window rises first, then 5m's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from importlib import resources
+
+from monitor.aggregate import Snapshot
+from monitor.cli import format_table
+from monitor.config import load_config
+from monitor.daemon import STOP, Daemon
+
+log = logging.getLogger(__name__)
+
+DRIFT_AFTER_S = 20.0
+RATE_PER_S = 200
+LABEL_DELAY_S = 3.0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Writer(threading.Thread):
+    """Appends predictions (and delayed labels) to the demo logs until stopped."""
+
+    def __init__(self, folder: str, stop: threading.Event, seed: int = 7) -> None:
+        super().__init__(name="demo-writer", daemon=True)
+        self.folder = folder
+        self.stop_event = stop
+        self.random = random.Random(seed)
+
+    def prediction(self, i: int, now: float, drifted: bool) -> tuple[dict, int]:
+        rng = self.random
+        label = 1 if rng.random() < 0.1 else 0
+        # Calibrated: fraud score near 0.1 on average; drifted: near 0.4.
+        score = min(max(rng.betavariate(4, 6) if drifted else rng.betavariate(1, 9), 1e-4), 1 - 1e-4)
+        line = {"ts": now, "model": "fraud", "id": f"r-{i}", "probs": [1 - score, score]}
+        return line, label
+
+    def run(self) -> None:
+        start = time.time()
+        predictions = open(os.path.join(self.folder, "predictions-0.jsonl"), "a", encoding="utf-8")
+        labels = open(os.path.join(self.folder, "labels-0.jsonl"), "a", encoding="utf-8")
+        delayed: list[tuple[float, dict]] = []
+        i = 0
+        with predictions, labels:
+            while not self.stop_event.is_set():
+                now = time.time()
+                drifted = now - start > DRIFT_AFTER_S
+                for _ in range(RATE_PER_S // 10):
+                    line, label = self.prediction(i, now, drifted)
+                    if i % 2 == 0:
+                        line["label"] = label
+                    else:
+                        delayed.append((now + LABEL_DELAY_S, {"id": line["id"], "label": label}))
+                    predictions.write(json.dumps(line) + "\n")
+                    i += 1
+                while delayed and delayed[0][0] <= now:
+                    labels.write(json.dumps(delayed.pop(0)[1]) + "\n")
+                predictions.flush()
+                labels.flush()
+                self.stop_event.wait(0.1)
+
+
+class Table(threading.Thread):
+    """Prints the daemon's published snapshot every couple of seconds."""
+
+    def __init__(self, daemon: Daemon, stop: threading.Event, url: str) -> None:
+        super().__init__(name="demo-table", daemon=True)
+        self.daemon_ = daemon
+        self.stop_event = stop
+        self.url = url
+        self.started = time.monotonic()
+        self.tty = sys.stdout.isatty()
+
+    def run(self) -> None:
+        while not self.stop_event.wait(2.0):
+            snapshot: Snapshot | None = self.daemon_.snapshot
+            if snapshot is None:
+                continue
+            elapsed = time.monotonic() - self.started
+            phase = ("drift injected" if elapsed > DRIFT_AFTER_S
+                     else f"drift starts in {DRIFT_AFTER_S - elapsed:.0f}s")
+            text = (f"drift-monitor demo  {self.url}  ({phase}; Ctrl-C to stop)\n\n"
+                    + format_table(snapshot.models))
+            sys.stdout.write(("\x1b[H\x1b[J" if self.tty else "\n") + text)
+            sys.stdout.flush()
+
+
+def run_demo(port: int = 9841, duration_s: float | None = None) -> int:
+    folder = tempfile.mkdtemp(prefix="drift-monitor-demo-")
+    os.makedirs(os.path.join(folder, "logs"))
+    config_path = os.path.join(folder, "config.yaml")
+    with resources.as_file(resources.files("monitor") / "demo.yaml") as source:
+        shutil.copyfile(source, config_path)
+    if not _port_free(port):
+        port = _free_port()
+    config = replace(load_config(config_path), listen_port=port)
+    daemon = Daemon(config, config_path)
+    url = f"http://127.0.0.1:{port}/metrics"
+    print(f"drift-monitor demo: logs in {folder}/logs\nmetrics: {url}\n"
+          f"the table below refreshes every 2s; drift is injected after {DRIFT_AFTER_S:.0f}s",
+          flush=True)
+    stop = threading.Event()
+    threads = [Writer(os.path.join(folder, "logs"), stop), Table(daemon, stop, url)]
+    if duration_s is not None:
+        threads.append(threading.Timer(duration_s, lambda: daemon.messages.put(STOP)))
+    for thread in threads:
+        thread.start()
+    try:
+        return daemon.run()
+    finally:
+        stop.set()
+        for thread in threads:
+            if isinstance(thread, threading.Timer):
+                thread.cancel()
+            thread.join(timeout=5)
+        shutil.rmtree(folder, ignore_errors=True)

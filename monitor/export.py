@@ -1,0 +1,146 @@
+"""Snapshot -> Prometheus metric families. The one place metric names live.
+
+`DriftCollector.collect()` builds fresh families from the current immutable Snapshot on
+every scrape (the client_python custom-collector pattern), so a scrape never reads
+half-updated state and never blocks ingestion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitor.aggregate import ModelSnapshot, Snapshot
+
+VERSION = "0.1.0"
+
+# (metric, help, ModelSnapshot attribute) for the per-window gauges.
+WINDOW_GAUGES = (
+    ("model_drift_kl_divergence", "KL(A_ref || B_window) in nats", "kl_divergence"),
+    ("model_drift_cross_entropy", "Cross-entropy H(A_ref, B_window) in nats", "cross_entropy"),
+    ("model_drift_prediction_kl_divergence",
+     "KL(B_ref || B_window) in nats: output drift, no labels needed", "prediction_kl_divergence"),
+    ("model_drift_js_divergence", "Jensen-Shannon divergence of A_ref and B_window in nats",
+     "js_divergence"),
+    ("model_drift_log_loss", "Mean -ln p(label) over the labelled predictions in the window",
+     "log_loss"),
+    ("model_drift_window_predictions", "Predictions in the window", "window_predictions"),
+    ("model_drift_window_labels", "Labelled predictions in the window", "window_labels"),
+)
+MODEL_GAUGES = (
+    ("model_drift_reference_entropy", "Entropy S(A_ref) of the reference labels in nats",
+     "reference_entropy"),
+    ("model_drift_reference_labels", "Labels in the reference (weighted, for decay)",
+     "reference_labels"),
+    ("model_drift_last_event_timestamp_seconds", "Newest event time seen", "last_event_ts"),
+)
+CLASS_COUNTERS = (
+    ("model_drift_labels", "Labels per class", "labels_total"),
+    ("model_drift_probability", "Sum of predicted probability per class", "probability_total"),
+)
+JOIN_METRICS = (
+    (GaugeMetricFamily, "drift_monitor_pending_labels",
+     "Predictions with an id waiting for their label", "pending"),
+    (CounterMetricFamily, "drift_monitor_label_joins", "Labels joined to their prediction",
+     "joins"),
+    (CounterMetricFamily, "drift_monitor_label_expired",
+     "Predictions or labels dropped unjoined (ttl, max_pending)", "expired"),
+)
+
+
+def _finite(value: float) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def model_families(models: tuple[ModelSnapshot, ...]) -> Iterator[Metric]:
+    for name, doc, attr in WINDOW_GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=["model", "window"])
+        for m in models:
+            for window, value in zip(m.windows, getattr(m, attr)):
+                if _finite(value):
+                    family.add_metric([m.name, window], float(value))
+        yield family
+    for name, doc, attr in MODEL_GAUGES:
+        family = GaugeMetricFamily(name, doc, labels=["model"])
+        for m in models:
+            if _finite(getattr(m, attr)):
+                family.add_metric([m.name], float(getattr(m, attr)))
+        yield family
+    predictions = CounterMetricFamily("model_drift_predictions", "Predictions ingested",
+                                      labels=["model"])
+    for m in models:
+        predictions.add_metric([m.name], float(m.predictions_total))
+    yield predictions
+    for name, doc, attr in CLASS_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["model", "class"])
+        for m in models:
+            for cls, value in zip(m.classes, getattr(m, attr)):
+                family.add_metric([m.name, cls], float(value))
+        yield family
+
+
+def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
+    lines = CounterMetricFamily("drift_monitor_lines", "Lines read, by status",
+                                labels=["source", "status"])
+    rejected = CounterMetricFamily("drift_monitor_rejected_lines", "Rejected lines, by reason",
+                                   labels=["source", "reason"])
+    for s in snapshot.sources:
+        for status, n in s.lines.items():
+            lines.add_metric([s.name, status], float(n))
+        for reason, n in s.rejected.items():
+            rejected.add_metric([s.name, reason], float(n))
+    yield lines
+    yield rejected
+    for kind, name, doc, attr in JOIN_METRICS:
+        family = kind(name, doc, labels=["model"])
+        for j in snapshot.joins:
+            family.add_metric([j.model], float(getattr(j, attr)))
+        yield family
+    duplicates = CounterMetricFamily("drift_monitor_label_duplicates",
+                                     "Later labels for an id already labelled (the first counts)",
+                                     labels=["source"])
+    for source, n in snapshot.duplicates.items():
+        duplicates.add_metric([source], float(n))
+    yield duplicates
+
+
+class DriftCollector(Collector):
+    """Exports the Snapshot returned by `current()`; checkpoint health comes from the
+    daemon through `checkpoint_age_s()` and `checkpoint_failures()`."""
+
+    def __init__(
+        self,
+        current: Callable[[], Snapshot | None],
+        checkpoint_age_s: Callable[[], float],
+        checkpoint_failures: Callable[[], int],
+    ) -> None:
+        self.current = current
+        self.checkpoint_age_s = checkpoint_age_s
+        self.checkpoint_failures = checkpoint_failures
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.current()
+        if snapshot is not None:
+            yield from model_families(snapshot.models)
+            yield from monitor_families(snapshot)
+        yield GaugeMetricFamily("drift_monitor_checkpoint_age_seconds",
+                                "Seconds since the last durable checkpoint",
+                                value=self.checkpoint_age_s())
+        yield CounterMetricFamily("drift_monitor_checkpoint_failures",
+                                  "Checkpoint writes that failed", value=self.checkpoint_failures())
+        info = GaugeMetricFamily("drift_monitor_build_info", "Build information; always 1",
+                                 labels=["version"])
+        info.add_metric([VERSION], 1.0)
+        yield info
+
+
+def samples(models: tuple[ModelSnapshot, ...]) -> list[dict]:
+    """The model_drift_* samples as /metrics shows them, for `replay --json`."""
+    return [
+        {"name": s.name, "labels": dict(s.labels), "value": s.value}
+        for family in model_families(models)
+        for s in family.samples
+    ]

@@ -1,0 +1,360 @@
+"""Line bytes -> validated events, a block at a time. Pure: no I/O, no clock, no logging.
+
+A prediction block becomes, per model, arrays ready for aggregation (timestamps, an
+(n, K) probability matrix, label indices with -1 for "not yet known", request ids);
+every line that fails validation becomes a `Reject` carrying its index in the block and a
+`Reason`, whose value is the `reason` label of `drift_monitor_rejected_lines_total`.
+Validation that can be vectorised (finite, non-negative, sums) runs on the whole
+matrix at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+
+import numpy as np
+import numpy.typing as npt
+
+from monitor.config import FieldPath, Fields
+
+
+class Reason(str, Enum):
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    BAD_TIMESTAMP = "bad_timestamp"
+    BAD_MODEL = "bad_model"
+    BAD_ID = "bad_id"
+    WRONG_LENGTH = "wrong_length"
+    BAD_PROBABILITY = "bad_probability"
+    BAD_SUM = "bad_sum"
+    UNKNOWN_CLASS = "unknown_class"
+    TOO_LONG = "too_long"
+    UNKNOWN_MODEL = "unknown_model"
+    TOO_MANY_MODELS = "too_many_models"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    index: int  # position of the line in its block
+    reason: Reason
+
+
+@dataclass(slots=True)
+class Predictions:
+    """One model's share of a block, in arrival order."""
+
+    model: str
+    index: npt.NDArray[np.int64]  # line positions in the block
+    ts: npt.NDArray[np.float64]
+    probs: npt.NDArray[np.float64]  # (n, K), rows sum to 1
+    labels: npt.NDArray[np.int64]  # class index, -1 when unknown
+    ids: list[str | None]
+
+
+@dataclass(slots=True)
+class Labels:
+    """A block of delayed labels, to be joined to predictions by (model, id)."""
+
+    index: npt.NDArray[np.int64]
+    model: list[str]
+    ids: list[str]
+    labels: npt.NDArray[np.int64]
+    ts: npt.NDArray[np.float64]
+
+
+@dataclass(slots=True)
+class Parsed:
+    predictions: dict[str, Predictions] = field(default_factory=dict)
+    labels: Labels | None = None
+    rejects: list[Reject] = field(default_factory=list)
+    blank: int = 0  # empty lines: skipped, neither ok nor rejected
+
+
+# Resolves a model name to its classes, admitting it if there is room, or says why not.
+Resolver = Callable[[str], "tuple[str, ...] | Reason"]
+
+_MISSING = object()
+
+
+def _lookup(obj: dict, path: FieldPath) -> object:
+    for key in path:
+        if not isinstance(obj, dict):
+            return _MISSING
+        obj = obj.get(key, _MISSING)
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def parse_timestamp(value: object) -> float:
+    """RFC 3339 string or Unix seconds -> Unix seconds; ValueError when neither."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        ts = moment.timestamp()
+    else:
+        raise ValueError(value)
+    if not math.isfinite(ts):
+        raise ValueError(value)
+    return ts
+
+
+def class_index(value: object, classes: Sequence[str]) -> int:
+    """A class given by index or by name -> its index; ValueError when unknown."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        if 0 <= value < len(classes):
+            return value
+        raise ValueError(value)
+    if isinstance(value, float) and value.is_integer() and 0 <= value < len(classes):
+        return int(value)
+    if isinstance(value, str):
+        return classes.index(value)
+    raise ValueError(value)
+
+
+def decode(line: bytes) -> dict | Reason:
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return Reason.NOT_UTF8
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return Reason.NOT_JSON
+    return obj if isinstance(obj, dict) else Reason.NOT_OBJECT
+
+
+def _reject_or_skip(parsed: Parsed, index: int, reason: Reason, line: bytes) -> None:
+    """Blank lines (a stray newline) carry no data: skipped, not rejected."""
+    if reason is Reason.NOT_JSON and not line.strip():
+        parsed.blank += 1
+    else:
+        parsed.rejects.append(Reject(index, reason))
+
+
+def _request_id(obj: dict, fields: Fields) -> str | Reason | None:
+    value = _lookup(obj, fields.id)
+    if value is _MISSING or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return Reason.BAD_ID
+
+
+def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
+    value = _lookup(obj, fields.model)
+    if value is _MISSING or value is None:
+        return default if default is not None else Reason.MISSING_FIELD
+    return value if isinstance(value, str) and value else Reason.BAD_MODEL
+
+
+def _vector(obj: dict, fields: Fields, classes: Sequence[str]) -> list[float] | Reason:
+    """The probability vector in class order (still unchecked for range and sum)."""
+    probs = _lookup(obj, fields.probabilities)
+    if isinstance(probs, list):
+        if len(probs) != len(classes):
+            return Reason.WRONG_LENGTH
+        return probs
+    if isinstance(probs, dict):
+        vector = [0.0] * len(classes)
+        for name, p in probs.items():
+            try:
+                vector[classes.index(name)] = p
+            except ValueError:
+                return Reason.UNKNOWN_CLASS
+        return vector
+    if probs is not _MISSING and probs is not None:
+        return Reason.BAD_PROBABILITY
+    hard = _lookup(obj, fields.prediction)
+    if hard is _MISSING or hard is None:
+        return Reason.MISSING_FIELD
+    try:
+        vector = [0.0] * len(classes)
+        vector[class_index(hard, classes)] = 1.0
+    except ValueError:
+        return Reason.UNKNOWN_CLASS
+    return vector
+
+
+@dataclass(slots=True)
+class _Rows:
+    index: list[int] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    probs: list[list[float]] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    ids: list[str | None] = field(default_factory=list)
+
+
+def parse_predictions(
+    lines: Sequence[bytes],
+    fields: Fields,
+    default_model: str | None,
+    resolve: Resolver,
+    now: float,
+    sum_tolerance: float,
+) -> Parsed:
+    """Validate a block of prediction lines; `now` stamps lines without a timestamp."""
+    parsed = Parsed()
+    rows: dict[str, _Rows] = {}
+    classes_of: dict[str, tuple[str, ...]] = {}
+    for i, line in enumerate(lines):
+        obj = decode(line)
+        if isinstance(obj, Reason):
+            _reject_or_skip(parsed, i, obj, line)
+            continue
+        model = _model_name(obj, fields, default_model)
+        if isinstance(model, Reason):
+            parsed.rejects.append(Reject(i, model))
+            continue
+        classes = classes_of.get(model)
+        if classes is None:
+            resolved = resolve(model)
+            if isinstance(resolved, Reason):
+                parsed.rejects.append(Reject(i, resolved))
+                continue
+            classes = classes_of[model] = resolved
+        vector = _vector(obj, fields, classes)
+        if isinstance(vector, Reason):
+            parsed.rejects.append(Reject(i, vector))
+            continue
+        raw_ts = _lookup(obj, fields.timestamp)
+        try:
+            ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
+        except (ValueError, OverflowError):
+            parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP))
+            continue
+        raw_label = _lookup(obj, fields.label)
+        label = -1
+        if raw_label is not _MISSING and raw_label is not None:
+            try:
+                label = class_index(raw_label, classes)
+            except ValueError:
+                parsed.rejects.append(Reject(i, Reason.UNKNOWN_CLASS))
+                continue
+        request_id = _request_id(obj, fields)
+        if isinstance(request_id, Reason):
+            parsed.rejects.append(Reject(i, request_id))
+            continue
+        r = rows.get(model)
+        if r is None:
+            r = rows[model] = _Rows()
+        r.index.append(i)
+        r.ts.append(ts)
+        r.probs.append(vector)
+        r.labels.append(label)
+        r.ids.append(request_id)
+    for model, r in rows.items():
+        parsed.predictions[model] = _validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
+    parsed.rejects.sort(key=lambda reject: reject.index)
+    return parsed
+
+
+def _validated(model: str, r: _Rows, k: int, sum_tolerance: float, parsed: Parsed) -> Predictions:
+    """Range and sum checks on the whole matrix; failing rows become rejects."""
+    index = np.asarray(r.index, dtype=np.int64)
+    try:
+        probs = np.asarray(r.probs, dtype=np.float64).reshape(len(r.index), k)
+    except (TypeError, ValueError):
+        # Some entry is not a number: find which rows, one at a time (rare path).
+        good = [_numeric(row) for row in r.probs]
+        probs = np.asarray([row if ok else [np.nan] * k for row, ok in zip(r.probs, good)],
+                           dtype=np.float64).reshape(len(r.index), k)
+    with np.errstate(invalid="ignore"):
+        sums = probs.sum(axis=1)
+        bad_value = ~(np.isfinite(probs).all(axis=1) & (probs >= 0).all(axis=1))
+        bad_sum = ~bad_value & (np.abs(sums - 1.0) > sum_tolerance)
+    bad = bad_value | bad_sum
+    for row in np.flatnonzero(bad_value):
+        parsed.rejects.append(Reject(int(index[row]), Reason.BAD_PROBABILITY))
+    for row in np.flatnonzero(bad_sum):
+        parsed.rejects.append(Reject(int(index[row]), Reason.BAD_SUM))
+    keep = ~bad
+    probs = probs[keep] / sums[keep, None]
+    ids = r.ids if keep.all() else [x for x, ok in zip(r.ids, keep) if ok]
+    return Predictions(
+        model=model,
+        index=index[keep],
+        ts=np.asarray(r.ts, dtype=np.float64)[keep],
+        probs=probs,
+        labels=np.asarray(r.labels, dtype=np.int64)[keep],
+        ids=ids,
+    )
+
+
+def _numeric(row: list[object]) -> bool:
+    return all(isinstance(p, int | float) and not isinstance(p, bool) for p in row)
+
+
+def parse_labels(
+    lines: Sequence[bytes],
+    fields: Fields,
+    default_model: str | None,
+    classes_of: Callable[[str], tuple[str, ...] | Reason],
+    now: float,
+) -> Parsed:
+    """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`."""
+    parsed = Parsed()
+    index: list[int] = []
+    models: list[str] = []
+    ids: list[str] = []
+    labels: list[int] = []
+    stamps: list[float] = []
+    for i, line in enumerate(lines):
+        obj = decode(line)
+        if isinstance(obj, Reason):
+            _reject_or_skip(parsed, i, obj, line)
+            continue
+        model = _model_name(obj, fields, default_model)
+        request_id = _request_id(obj, fields)
+        raw_label = _lookup(obj, fields.label)
+        reason = next((x for x in (model, request_id) if isinstance(x, Reason)), None)
+        if reason is None and (request_id is None or raw_label is _MISSING or raw_label is None):
+            reason = Reason.MISSING_FIELD
+        if reason is None:
+            classes = classes_of(model)
+            if isinstance(classes, Reason):
+                reason = classes
+        if reason is None:
+            try:
+                label = class_index(raw_label, classes)
+                raw_ts = _lookup(obj, fields.timestamp)
+                ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
+            except ValueError:
+                reason = Reason.UNKNOWN_CLASS
+            except OverflowError:
+                reason = Reason.BAD_TIMESTAMP
+        if reason is not None:
+            parsed.rejects.append(Reject(i, reason))
+            continue
+        index.append(i)
+        models.append(model)
+        ids.append(request_id)
+        labels.append(label)
+        stamps.append(ts)
+    parsed.labels = Labels(
+        index=np.asarray(index, dtype=np.int64),
+        model=models,
+        ids=ids,
+        labels=np.asarray(labels, dtype=np.int64),
+        ts=np.asarray(stamps, dtype=np.float64),
+    )
+    return parsed

@@ -1,0 +1,364 @@
+"""Following a glob of log files: file identity, offsets, rotation, partial lines.
+
+A file is its (st_dev, st_ino) plus a fingerprint of its first line, not its path:
+inodes are reused, and copies (copytruncate) get a new inode with old content. File
+events are only hints; every poll re-stats each open file and re-globs, then acts on
+what the file system says (as mtail does): size below the offset is a truncation, a
+path leading to a new inode is a new file, an open file whose path is gone was renamed
+or deleted and is read to its end through the descriptor we hold.
+
+Only complete lines are handed on; a partial last line waits, re-read from its start on
+the next poll, so the recorded offset always sits on a line boundary (or inside an
+over-long line being skipped, which the record says).
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+Key = tuple[int, int]  # (st_dev, st_ino)
+FINGERPRINT_BYTES = 4096  # the first line, up to this many bytes, identifies content
+HISTORY = 4096  # fingerprints of closed or truncated files remembered, newest kept
+ROTATE_WAIT_S = 5.0  # keep reading a rotated-away file this long after its last growth
+
+
+@dataclass(slots=True)
+class Block:
+    """Complete lines read from one file, or one over-long line that was skipped."""
+
+    path: str
+    first_line: int  # 1-based number of lines[0] (or of the skipped line)
+    lines: list[bytes]
+    too_long: bool = False
+
+
+@dataclass(slots=True)
+class FileRecord:
+    """What the checkpoint keeps of one followed file."""
+
+    dev: int
+    ino: int
+    fingerprint: str | None
+    path: str
+    offset: int
+    line_no: int
+    skipping: bool = False
+
+    @property
+    def key(self) -> Key:
+        return (self.dev, self.ino)
+
+
+@dataclass(slots=True)
+class _Open:
+    record: FileRecord
+    fd: int
+    idle_since: float | None = None  # monotonic time it was last seen at EOF, off the glob
+    twin_of: Key | None = None  # a copy of a live file, read only once that one is cut
+    gone: bool = False  # no longer reachable by the glob (renamed away or deleted)
+
+
+def split_lines(data: bytes) -> tuple[list[bytes], int]:
+    """Complete lines in `data` and how many bytes they take (newlines included)."""
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], 0
+    return data[:end].split(b"\n"), end + 1
+
+
+def fingerprint_of(head: bytes) -> str | None:
+    """Hash of the first line, or None while the first line is incomplete."""
+    end = head.find(b"\n")
+    if end < 0:
+        return None
+    return hashlib.blake2b(head[: end + 1], digest_size=12).hexdigest()
+
+
+def classify(offset: int, size: int) -> str:
+    """What happened to an open file since we read it up to `offset`."""
+    if size < offset:
+        return "truncated"
+    return "grown" if size > offset else "same"
+
+
+class Tailer:
+    """Follows one source's glob. Not thread-safe: the daemon's main thread owns it."""
+
+    def __init__(
+        self,
+        pattern: str,
+        max_line_bytes: int,
+        start_at_end: bool = False,
+        records: list[FileRecord] | None = None,
+        history: dict[str, int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rotate_wait_s: float = ROTATE_WAIT_S,
+    ) -> None:
+        self.pattern = pattern
+        self.max_line_bytes = max_line_bytes
+        self.chunk = max(1 << 20, max_line_bytes + 1)
+        self.start_at_end = start_at_end
+        self.monotonic = monotonic
+        self.rotate_wait_s = rotate_wait_s
+        self.files: dict[Key, _Open] = {}
+        self.history: OrderedDict[str, int] = OrderedDict(history or {})
+        self.pending_records = list(records or [])
+        self.first_scan = True
+
+    # -- state -------------------------------------------------------------------------
+
+    def records(self) -> list[FileRecord]:
+        """Copies of the records to checkpoint. Held copies (twins) are left out: after a
+        restart they are recognised again by their fingerprint."""
+        live = [FileRecord(**_fields(f.record)) for f in self.files.values() if f.twin_of is None]
+        return live + list(self.pending_records)
+
+    def backlog_bytes(self) -> int:
+        """Bytes written to followed files and not yet read (for progress reports)."""
+        total = 0
+        for f in self.files.values():
+            try:
+                total += max(0, os.fstat(f.fd).st_size - f.record.offset)
+            except OSError:
+                continue
+        return total
+
+    def close(self) -> None:
+        for f in self.files.values():
+            os.close(f.fd)
+        self.files.clear()
+
+    # -- polling -----------------------------------------------------------------------
+
+    def poll(self, budget: int) -> Iterator[Block]:
+        """Re-scan the glob, then read up to about `budget` bytes of complete lines."""
+        self._scan()
+        for key in list(self.files):
+            f = self.files[key]
+            if f.twin_of is not None:
+                continue
+            before = f.record.offset
+            yield from self._read(f, budget)
+            budget -= f.record.offset - before
+            self._maybe_forget(key, f, grew=f.record.offset != before)
+            if budget <= 0:
+                return
+
+    def _scan(self) -> None:
+        now = self.monotonic()
+        for f in self.files.values():
+            self._check_truncation(f)
+        seen: set[Key] = set()
+        fresh: list[tuple[str, int, os.stat_result]] = []
+        for path in sorted(globlib.glob(self.pattern)):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            seen.add(key)
+            f = self.files.get(key)
+            if f is not None:
+                f.record.path, f.gone, f.idle_since = path, False, None
+            elif (opened := _open(path)) is not None:
+                fresh.append((path, *opened))
+        # Files that are the very inode of a checkpoint record claim it first; only then
+        # may other files claim a record by content (copies made while we were down).
+        pending = {rec.key for rec in self.pending_records}
+        fresh.sort(key=lambda item: (item[2].st_dev, item[2].st_ino) not in pending)
+        for path, fd, st in fresh:
+            self._admit(path, fd, st)
+        if self.pending_records:
+            self._resume_moved()
+        for key, f in self.files.items():
+            if key not in seen and not f.gone:
+                f.gone, f.idle_since = True, now
+        self.first_scan = False
+
+    def _check_truncation(self, f: _Open) -> None:
+        if f.twin_of is not None:
+            return  # a held copy is static; its offset is the original's
+        try:
+            size = os.fstat(f.fd).st_size
+        except OSError:
+            return
+        if classify(f.record.offset, size) != "truncated":
+            return
+        log.info("file truncated path=%s offset=%d size=%d", f.record.path, f.record.offset, size)
+        if f.record.fingerprint is not None:
+            self._remember(f.record.fingerprint, f.record.offset)
+        twin = self._twin_of(f.record.key)
+        if twin is not None:
+            # The copy made before this truncation holds the lines between our offset
+            # and the copy: continue the copy where we stopped in the original.
+            twin.twin_of = None
+            twin.record.offset, twin.record.line_no = f.record.offset, f.record.line_no
+        f.record.offset = f.record.line_no = 0
+        f.record.fingerprint, f.record.skipping = None, False
+
+    def _twin_of(self, key: Key) -> _Open | None:
+        return next((t for t in self.files.values() if t.twin_of == key), None)
+
+    def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
+        """Start following a file not followed yet, deciding where to begin."""
+        key = (st.st_dev, st.st_ino)
+        fp = fingerprint_of(os.pread(fd, FINGERPRINT_BYTES, 0))
+        record = FileRecord(key[0], key[1], fp, path, 0, 0)
+        f = _Open(record, fd)
+        restored = self._take_record(key, fp)
+        if restored is not None:
+            record.offset, record.line_no, record.skipping = (
+                restored.offset, restored.line_no, restored.skipping)
+        elif fp is not None and (twin := self._live_with(fp)) is not None:
+            f.twin_of = twin
+            record.offset, record.line_no = self.files[twin].record.offset, self.files[twin].record.line_no
+            log.info("copy of a followed file, held until the original is cut path=%s", path)
+        elif fp is not None and fp in self.history:
+            record.offset = self.history.pop(fp)
+            record.line_no = 0
+            log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
+        elif self.first_scan and self.start_at_end:
+            record.offset = _last_line_end(fd, st.st_size, self.chunk)
+        self.files[key] = f
+
+    def _take_record(self, key: Key, fp: str | None) -> FileRecord | None:
+        """The checkpoint record of this file: same inode and first line (an inode
+        with another first line is a reused inode), else same first line (a copy)."""
+        for i, rec in enumerate(self.pending_records):
+            if rec.key == key and (rec.fingerprint is None or rec.fingerprint == fp):
+                return self.pending_records.pop(i)
+        for i, rec in enumerate(self.pending_records):
+            if fp is not None and rec.fingerprint == fp:
+                return self.pending_records.pop(i)
+        return None
+
+    def _live_with(self, fp: str) -> Key | None:
+        return next((k for k, f in self.files.items()
+                     if f.record.fingerprint == fp and f.twin_of is None), None)
+
+    def _resume_moved(self) -> None:
+        """Checkpointed files the glob no longer finds: look for their inode beside
+        their old path (renamed while we were down) and read them to their end."""
+        for rec in list(self.pending_records):
+            folder = os.path.dirname(rec.path) or "."
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                names = []
+            for name in names:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) == rec.key and rec.key not in self.files:
+                    opened = _open(path)
+                    if opened is not None:
+                        self._admit(path, *opened)
+                        self.files[rec.key].gone = True
+                    break
+        # What is still unclaimed is gone; its content may re-appear as a copy.
+        for rec in self.pending_records:
+            if rec.fingerprint is not None:
+                self._remember(rec.fingerprint, rec.offset)
+        self.pending_records.clear()
+
+    def _remember(self, fp: str, offset: int) -> None:
+        self.history[fp] = offset
+        self.history.move_to_end(fp)
+        while len(self.history) > HISTORY:
+            self.history.popitem(last=False)
+
+    def _maybe_forget(self, key: Key, f: _Open, grew: bool) -> None:
+        """Close a rotated-away or deleted file once it has been quiet for a while."""
+        if not f.gone:
+            return
+        now = self.monotonic()
+        if grew or f.idle_since is None:
+            f.idle_since = now
+            return
+        if now - f.idle_since < self.rotate_wait_s:
+            return
+        if f.record.fingerprint is not None:
+            self._remember(f.record.fingerprint, f.record.offset)
+        twin = self._twin_of(key)
+        if twin is not None:
+            twin.twin_of = None
+            twin.record.offset, twin.record.line_no = f.record.offset, f.record.line_no
+        os.close(f.fd)
+        del self.files[key]
+
+    def _read(self, f: _Open, budget: int) -> Iterator[Block]:
+        rec = f.record
+        while budget > 0:
+            data = os.pread(f.fd, self.chunk, rec.offset)
+            if not data:
+                return
+            if rec.fingerprint is None and rec.offset == 0:
+                rec.fingerprint = fingerprint_of(data[:FINGERPRINT_BYTES])
+            if rec.skipping:
+                end = data.find(b"\n")
+                if end < 0:
+                    rec.offset += len(data)
+                    continue
+                rec.offset += end + 1
+                rec.line_no += 1
+                rec.skipping = False
+                yield Block(rec.path, rec.line_no, [], too_long=True)
+                continue
+            lines, used = split_lines(data)
+            if not lines:
+                if len(data) > self.max_line_bytes:
+                    rec.skipping = True  # never hold an over-long line in memory whole
+                    rec.offset += len(data)
+                    continue
+                return  # a partial line: wait until it is complete
+            budget -= used
+            yield from self._blocks(rec, lines)
+            rec.offset += used
+
+    def _blocks(self, rec: FileRecord, lines: list[bytes]) -> Iterator[Block]:
+        first = rec.line_no + 1
+        rec.line_no += len(lines)
+        if max(map(len, lines)) <= self.max_line_bytes:
+            yield Block(rec.path, first, lines)
+            return
+        start = 0
+        for i, line in enumerate(lines):
+            if len(line) > self.max_line_bytes:
+                if i > start:
+                    yield Block(rec.path, first + start, lines[start:i])
+                yield Block(rec.path, first + i, [], too_long=True)
+                start = i + 1
+        if start < len(lines):
+            yield Block(rec.path, first + start, lines[start:])
+
+
+def _fields(rec: FileRecord) -> dict[str, object]:
+    return {name: getattr(rec, name) for name in FileRecord.__dataclass_fields__}
+
+
+def _open(path: str) -> tuple[int, os.stat_result] | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        log.warning("cannot open path=%s error=%s", path, exc.strerror)
+        return None
+    return fd, os.fstat(fd)
+
+
+def _last_line_end(fd: int, size: int, window: int) -> int:
+    """Offset just after the last newline (where `start_at: end` begins)."""
+    start = max(0, size - window)
+    tail = os.pread(fd, size - start, start)
+    end = tail.rfind(b"\n")
+    return start + end + 1 if end >= 0 else start
