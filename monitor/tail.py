@@ -1,6 +1,6 @@
 """Following a glob of log files: file identity, offsets, rotation, partial lines.
 
-A file is its (st_dev, st_ino) plus a fingerprint of its first line, not its path:
+A file is its (st_dev, st_ino) plus a fingerprint of its first KiB, not its path:
 inodes are reused, and copies (copytruncate) get a new inode with old content. File
 events are only hints; every poll re-stats each open file and re-globs, then acts on
 what the file system says (as mtail does): size below the offset is a truncation, a
@@ -26,7 +26,10 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int]  # (st_dev, st_ino)
-FINGERPRINT_BYTES = 4096  # the first line, up to this many bytes, identifies content
+# The first bytes identify content; files shorter than this have no fingerprint yet (and
+# are told apart by inode alone): short heads collide too easily (two files starting
+# with the same line), and a fingerprint must not change as its file grows.
+FINGERPRINT_BYTES = 1024
 HISTORY = 4096  # fingerprints of closed or truncated files remembered, newest kept
 ROTATE_WAIT_S = 5.0  # keep reading a rotated-away file this long after its last growth
 
@@ -76,11 +79,10 @@ def split_lines(data: bytes) -> tuple[list[bytes], int]:
 
 
 def fingerprint_of(head: bytes) -> str | None:
-    """Hash of the first line, or None while the first line is incomplete."""
-    end = head.find(b"\n")
-    if end < 0:
+    """Hash of a file's first FINGERPRINT_BYTES, or None while it is shorter."""
+    if len(head) < FINGERPRINT_BYTES:
         return None
-    return hashlib.blake2b(head[: end + 1], digest_size=12).hexdigest()
+    return hashlib.blake2b(head[:FINGERPRINT_BYTES], digest_size=12).hexdigest()
 
 
 def classify(offset: int, size: int) -> str:
@@ -231,8 +233,8 @@ class Tailer:
         self.files[key] = f
 
     def _take_record(self, key: Key, fp: str | None) -> FileRecord | None:
-        """The checkpoint record of this file: same inode and first line (an inode
-        with another first line is a reused inode), else same first line (a copy)."""
+        """The checkpoint record of this file: same inode and first KiB (an inode
+        with other first bytes is a reused inode), else the same first KiB (a copy)."""
         for i, rec in enumerate(self.pending_records):
             if rec.key == key and (rec.fingerprint is None or rec.fingerprint == fp):
                 return self.pending_records.pop(i)
@@ -303,8 +305,9 @@ class Tailer:
             data = os.pread(f.fd, self.chunk, rec.offset)
             if not data:
                 return
-            if rec.fingerprint is None and rec.offset == 0:
-                rec.fingerprint = fingerprint_of(data[:FINGERPRINT_BYTES])
+            if rec.fingerprint is None:
+                rec.fingerprint = fingerprint_of(
+                    data[:FINGERPRINT_BYTES] if rec.offset == 0 else os.pread(f.fd, FINGERPRINT_BYTES, 0))
             if rec.skipping:
                 end = data.find(b"\n")
                 if end < 0:
