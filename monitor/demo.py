@@ -68,11 +68,10 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         start = time.time()
-        predictions = open(os.path.join(self.folder, "predictions-0.jsonl"), "a", encoding="utf-8")
-        labels = open(os.path.join(self.folder, "labels-0.jsonl"), "a", encoding="utf-8")
         delayed: list[tuple[float, dict]] = []
         i = 0
-        with predictions, labels:
+        with (open(os.path.join(self.folder, "predictions-0.jsonl"), "a", encoding="utf-8") as predictions,
+              open(os.path.join(self.folder, "labels-0.jsonl"), "a", encoding="utf-8") as labels):
             while not self.stop_event.is_set():
                 now = time.time()
                 drifted = now - start > DRIFT_AFTER_S

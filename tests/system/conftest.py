@@ -81,10 +81,10 @@ class DaemonProcess:
         self.config_path.write_text(yaml.safe_dump(config))
 
     def start(self, wait_ready: bool = True) -> DaemonProcess:
-        self.stderr = open(self.stderr_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "run", "--config", str(self.config_path)],
-            stdout=subprocess.DEVNULL, stderr=self.stderr)
+        with open(self.stderr_path, "ab") as stderr:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "monitor", "run", "--config", str(self.config_path)],
+                stdout=subprocess.DEVNULL, stderr=stderr)
         if wait_ready:
             wait_until(self.ready, 20)
         return self
@@ -117,17 +117,12 @@ class DaemonProcess:
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout=timeout_s)
-        finally:
-            self.stderr.close()
-        return code
+        return self.proc.wait(timeout=timeout_s)
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait(timeout=10)
-        self.stderr.close()
 
     def log(self) -> str:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
