@@ -136,6 +136,11 @@ class Reader:
             for name, t in self.tailers.items()
         }
 
+    def scan(self) -> None:
+        """Find every file (and where to start in it) without reading yet."""
+        for tailer in self.tailers.values():
+            tailer.scan()
+
     def backlog_bytes(self) -> int:
         return sum(t.backlog_bytes() for t in self.tailers.values())
 
@@ -201,6 +206,8 @@ class Daemon:
             raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
         tail_state = self._restore()
         self.reader = Reader(self.config, self.aggregator, tail_state, self.monotonic)
+        # Where each file starts (start_at: end) is fixed before we report ready.
+        self.reader.scan()
         try:
             self._write_checkpoint()
         except OSError as exc:

@@ -143,7 +143,7 @@ class Tailer:
 
     def poll(self, budget: int) -> Iterator[Block]:
         """Re-scan the glob, then read up to about `budget` bytes of complete lines."""
-        self._scan()
+        self.scan()
         for key in list(self.files):
             f = self.files[key]
             if f.twin_of is not None:
@@ -155,7 +155,8 @@ class Tailer:
             if budget <= 0:
                 return
 
-    def _scan(self) -> None:
+    def scan(self) -> None:
+        """Re-stat open files and re-glob: follow new files, notice truncation and renames."""
         now = self.monotonic()
         for f in self.files.values():
             self._check_truncation(f)

@@ -160,3 +160,71 @@ def logs(tmp_path: Path) -> Path:
     return folder
 
 
+
+
+class Writer:
+    """Appends numbered prediction lines (label = i % classes) to a log, the way a
+    model server does: sometimes a line in two writes, with rotation hooks.
+
+    `written` counts complete lines per class, for exact comparisons."""
+
+    def __init__(self, path: Path, classes: int = 2, pad: int = 60) -> None:
+        self.path = path
+        self.classes = classes
+        self.pad = "x" * pad
+        self.i = 0
+        self.written = [0] * classes
+        self.fh = open(path, "ab")  # noqa: SIM115 (kept open across calls, like a logger)
+
+    def line(self) -> bytes:
+        label = self.i % self.classes
+        probs = [0.0] * self.classes
+        probs[label] = 1.0
+        doc = {"ts": time.time(), "id": f"r-{self.i}", "probs": probs, "label": label,
+               "pad": self.pad}
+        return (json.dumps(doc) + "\n").encode()
+
+    def write(self, n: int, split_every: int = 7) -> None:
+        for _ in range(n):
+            data = self.line()
+            if self.i % split_every == 0:
+                # Half a line, flushed: the daemon must wait for the rest.
+                self.fh.write(data[: len(data) // 2])
+                self.fh.flush()
+                self.fh.write(data[len(data) // 2:])
+            else:
+                self.fh.write(data)
+            self.written[self.i % self.classes] += 1
+            self.i += 1
+        self.fh.flush()
+
+    def reopen(self) -> None:
+        self.fh.close()
+        self.fh = open(self.path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        self.fh.close()
+
+    @property
+    def total(self) -> int:
+        return sum(self.written)
+
+
+def assert_counted_exactly(d: DaemonProcess, writer: Writer, timeout_s: float = 30,
+                           model: str = "fraud", classes: tuple[str, ...] = ("legit", "fraud")) -> None:
+    """Wait until every written line is counted, then check no class is over-counted."""
+    def caught_up() -> bool:
+        got = d.value("model_drift_predictions_total", model=model)
+        if got is not None and got > writer.total:
+            raise AssertionError(f"counted {got} > written {writer.total}: a line counted twice")
+        return got == writer.total
+
+    try:
+        wait_until(caught_up, timeout_s, interval_s=0.1)
+    except AssertionError:
+        got = d.value("model_drift_predictions_total", model=model)
+        raise AssertionError(f"counted {got}, written {writer.total}\n{d.log()[-3000:]}") from None
+    samples = d.scrape()
+    for index, cls in enumerate(classes):
+        assert value(samples, "model_drift_labels_total", model=model, **{"class": cls}) == (
+            writer.written[index]), cls
