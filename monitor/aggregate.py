@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from monitor import divergence
 from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
+from monitor.decode import BlockDecoder
 from monitor.join import Joined, JoinStore
 from monitor.parse import Predictions, Reason, Reject, parse_labels, parse_predictions
 from monitor.reference import make_reference
@@ -283,6 +284,7 @@ class Aggregator:
         self.models = Models(config)
         self.counters = {s.name: SourceCounters() for s in (*config.sources, *config.labels)}
         self.stores: dict[str, JoinStore] = {}
+        self.decoders: dict[str, BlockDecoder | bool | None] = {}
         self.duplicates = {s.name: 0 for s in config.labels}
 
     def _store(self, model: ModelState) -> JoinStore | None:
@@ -297,11 +299,24 @@ class Aggregator:
                                                         source.max_pending)
         return store
 
-    def ingest_predictions(self, source: SourceConfig, lines: list[bytes], now: float,
+    def _decoder(self, source: SourceConfig) -> BlockDecoder | None:
+        decoder = self.decoders.get(source.name, False)
+        if decoder is False:
+            wanted = ("timestamp", "model", "probabilities", "label") + (
+                ("id",) if self.config.labels else ())  # ids only matter for joins
+            try:
+                decoder = BlockDecoder(source.fields, wanted)
+            except ValueError:
+                decoder = None  # overlapping field paths: the plain path handles them
+            self.decoders[source.name] = decoder
+        return decoder
+
+    def ingest_predictions(self, source: SourceConfig, data: bytes, lines: int, now: float,
                            arrival: float) -> list[Reject]:
-        """Parse and aggregate a block; `arrival` stamps lines without a time."""
-        parsed = parse_predictions(lines, source.fields, source.model, self.models.resolve,
-                                   arrival, self.config.sum_tolerance)
+        """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
+        without a time."""
+        parsed = parse_predictions(data, source.fields, source.model, self.models.resolve,
+                                   arrival, self.config.sum_tolerance, self._decoder(source))
         late = 0
         for name, batch in parsed.predictions.items():
             model = self.models[name]
@@ -317,16 +332,16 @@ class Aggregator:
                 model.add_labels(store.add_predictions(
                     [batch.ids[i] for i in rows], batch.ts[index], seq[index], batch.probs[index]))
             store.expire(model.clock)
-        self.count(self.counters[source.name], len(lines), parsed.rejects, late, parsed.blank)
+        self.count(self.counters[source.name], lines, parsed.rejects, late, parsed.blank)
         return parsed.rejects
 
-    def ingest_labels(self, source: LabelSourceConfig, lines: list[bytes], now: float,
+    def ingest_labels(self, source: LabelSourceConfig, data: bytes, lines: int, now: float,
                       arrival: float) -> list[Reject]:
         """Join a block of label lines to waiting predictions (or keep them waiting)."""
         default = source.model
         if default is None and len(self.config.models) == 1:
             default = next(iter(self.config.models))
-        parsed = parse_labels(lines, source.fields, default, self.models.resolve, arrival)
+        parsed = parse_labels(data, source.fields, default, self.models.resolve, arrival)
         labels = parsed.labels
         assert labels is not None
         for name in dict.fromkeys(labels.model):
@@ -340,7 +355,7 @@ class Aggregator:
             self.duplicates[source.name] += store.duplicates - before
             model.advance(now)
             store.expire(model.clock)
-        self.count(self.counters[source.name], len(lines), parsed.rejects, 0, parsed.blank)
+        self.count(self.counters[source.name], lines, parsed.rejects, 0, parsed.blank)
         return parsed.rejects
 
     def reject_too_long(self, source_name: str) -> None:

@@ -117,9 +117,10 @@ class Reader:
             self._log_reject(source.name, block.path, block.first_line, "too_long")
             return
         if isinstance(source, LabelSourceConfig):
-            rejects = self.aggregator.ingest_labels(source, block.lines, now, arrival)
+            rejects = self.aggregator.ingest_labels(source, block.data, block.lines, now, arrival)
         else:
-            rejects = self.aggregator.ingest_predictions(source, block.lines, now, arrival)
+            rejects = self.aggregator.ingest_predictions(source, block.data, block.lines, now,
+                                                         arrival)
         for reject in rejects:
             self._log_reject(source.name, block.path, block.first_line + reject.index,
                              reject.reason.value)

@@ -16,11 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from monitor.config import FieldPath, Fields
+from monitor.decode import BlockDecoder
 
 
 class Reason(str, Enum):
@@ -197,26 +199,164 @@ def _vector(obj: dict, fields: Fields, classes: Sequence[str]) -> list[float] | 
 
 @dataclass(slots=True)
 class _Rows:
-    index: list[int] = field(default_factory=list)
-    ts: list[float] = field(default_factory=list)
-    probs: list[list[float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    ids: list[str | None] = field(default_factory=list)
+    """Accepted lines of one model, gathered in pieces (fast path, then plain path)."""
+
+    index: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    ts: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    probs: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    labels: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    ids: list[list[str | None]] = field(default_factory=list)
+
+    def add(self, index: npt.ArrayLike, ts: npt.ArrayLike, probs: npt.NDArray[np.float64],
+            labels: npt.ArrayLike, ids: list[str | None]) -> None:
+        self.index.append(np.asarray(index, dtype=np.int64))
+        self.ts.append(np.asarray(ts, dtype=np.float64))
+        self.probs.append(probs)
+        self.labels.append(np.asarray(labels, dtype=np.int64))
+        self.ids.append(ids)
+
+
+def split(data: bytes) -> list[bytes]:
+    """The lines of a block of complete lines (each ends with a newline)."""
+    lines = data.split(b"\n")
+    lines.pop()
+    return lines
 
 
 def parse_predictions(
-    lines: Sequence[bytes],
+    data: bytes,
     fields: Fields,
     default_model: str | None,
     resolve: Resolver,
     now: float,
     sum_tolerance: float,
+    decoder: BlockDecoder | None = None,
 ) -> Parsed:
-    """Validate a block of prediction lines; `now` stamps lines without a timestamp."""
+    """Validate a block of complete prediction lines; `now` stamps lines without a time.
+
+    With a `decoder`, lines of the common shape (a probability list of the right
+    length, numeric or absent time, integer or absent label, string or absent id) go
+    through typed block decoding and numpy; every other line takes the plain path,
+    which knows every rejection reason. Both paths give the same answer for a line.
+    """
     parsed = Parsed()
+    n = data.count(b"\n")
     rows: dict[str, _Rows] = {}
     classes_of: dict[str, tuple[str, ...]] = {}
-    for i, line in enumerate(lines):
+    lines: list[bytes] | None = None
+    plain = range(n)
+    if decoder is not None:
+        records = decoder.decode_block(data, n)
+        if records is None:
+            lines = split(data)
+            records = [decoder.decode_line(line) for line in lines]
+        plain = _fast(records, decoder, default_model, resolve, now, rows, classes_of, parsed)
+    if len(plain):
+        lines = lines if lines is not None else split(data)
+        _plain(lines, plain, fields, default_model, resolve, now, rows, classes_of, parsed)
+    for model, r in rows.items():
+        parsed.predictions[model] = _validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
+    parsed.rejects.sort(key=lambda reject: reject.index)
+    return parsed
+
+
+_NONE = type(None)
+
+
+def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, resolve: Resolver,
+          now: float, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
+          parsed: Parsed) -> list[int]:
+    """Take the regular records of a block into `rows`; return the other lines' indices."""
+    get = decoder.get
+    n = len(records)
+    present = [i for i, r in enumerate(records) if r is not None] if None in records else None
+    if present is not None:
+        records = [records[i] for i in present]
+    models = list(map(get["model"], records)) if "model" in get else [None] * len(records)
+    groups: dict[str | None, list[int]] = {}
+    if len(set(models)) == 1:
+        groups[models[0]] = list(range(len(records)))
+    else:
+        for i, name in enumerate(models):
+            groups.setdefault(name, []).append(i)
+    plain: list[int] = []
+    for name, members in groups.items():
+        model = default_model if name is None else name
+        index = np.asarray(members if present is None else [present[i] for i in members], np.int64)
+        if not model:  # no model at all, or an empty name: the plain path says why
+            plain.extend(index.tolist())
+            continue
+        classes = classes_of.get(model)
+        if classes is None:
+            resolved = resolve(model)
+            if isinstance(resolved, Reason):
+                parsed.rejects.extend(Reject(int(i), resolved) for i in index)
+                continue
+            classes = classes_of[model] = resolved
+        chosen = records if len(members) == len(records) else [records[i] for i in members]
+        regular, ts, labels, ids, probs = _regular(chosen, get, classes, now)
+        plain.extend(index[~regular].tolist())
+        if regular.any():
+            rows.setdefault(model, _Rows()).add(index[regular], ts, probs, labels, ids)
+    if present is not None:
+        missing = set(range(n)).difference(present)
+        plain.extend(missing)
+    return sorted(plain)
+
+
+def _regular(records: list[Any], get: dict[str, Callable[[Any], Any]], classes: tuple[str, ...],
+             now: float) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
+    """Which records have the common shape, and their columns (for those only)."""
+    k = len(classes)
+    n = len(records)
+    probs = list(map(get["probabilities"], records))
+    if set(map(type, probs)) == {list}:
+        ok = np.fromiter(map(len, probs), np.int64, n) == k
+    else:
+        ok = np.fromiter((type(p) is list and len(p) == k for p in probs), bool, n)
+    stamps = list(map(get["timestamp"], records))
+    if not set(map(type, stamps)) <= {float, _NONE}:
+        for i, t in enumerate(stamps):
+            if type(t) is str:  # RFC 3339
+                try:
+                    stamps[i] = parse_timestamp(t)
+                except (ValueError, OverflowError):
+                    ok[i], stamps[i] = False, None
+    ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
+    ts[np.isnan(ts)] = now
+    raw = list(map(get["label"], records))
+    if not set(map(type, raw)) <= {int, _NONE}:
+        names = {name: i for i, name in enumerate(classes)}
+        for i, x in enumerate(raw):
+            if type(x) is str:  # a class name
+                raw[i] = names.get(x)
+                ok[i] &= raw[i] is not None
+            elif type(x) is not int and x is not None:
+                ok[i], raw[i] = False, None
+    labels = np.array(raw, dtype=np.float64)
+    unknown = np.isnan(labels)
+    ok &= unknown | ((labels >= 0) & (labels < k))
+    labels = np.where(unknown | ~ok, -1, labels).astype(np.int64)
+    ids: list = [None] * n
+    if "id" in get:
+        ids = list(map(get["id"], records))
+        if not set(map(type, ids)) <= {str, _NONE}:
+            ok &= np.fromiter((type(x) is not int for x in ids), bool, n)
+    if ok.all():
+        matrix = np.array(probs, dtype=np.float64).reshape(n, k)
+        return ok, ts, labels, ids, matrix
+    keep = np.flatnonzero(ok)
+    matrix = np.array([probs[i] for i in keep], dtype=np.float64).reshape(len(keep), k)
+    return ok, ts[keep], labels[keep], [ids[i] for i in keep], matrix
+
+
+def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,
+           resolve: Resolver, now: float, rows: dict[str, _Rows],
+           classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
+    """The plain path: `json.loads` and a check of every field, one line at a time."""
+    gathered: dict[str, tuple[list, list, list, list, list]] = {}
+    for i in which:
+        line = lines[i]
         obj = decode(line)
         if isinstance(obj, Reason):
             _reject_or_skip(parsed, i, obj, line)
@@ -254,49 +394,48 @@ def parse_predictions(
         if isinstance(request_id, Reason):
             parsed.rejects.append(Reject(i, request_id))
             continue
-        r = rows.get(model)
-        if r is None:
-            r = rows[model] = _Rows()
-        r.index.append(i)
-        r.ts.append(ts)
-        r.probs.append(vector)
-        r.labels.append(label)
-        r.ids.append(request_id)
-    for model, r in rows.items():
-        parsed.predictions[model] = _validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
-    parsed.rejects.sort(key=lambda reject: reject.index)
-    return parsed
+        g = gathered.setdefault(model, ([], [], [], [], []))
+        for column, item in zip(g, (i, ts, vector, label, request_id)):
+            column.append(item)
+    for model, (index, ts, vectors, labels, ids) in gathered.items():
+        k = len(classes_of[model])
+        # A non-numeric entry makes its row NaN, which the range check then rejects.
+        matrix = np.array([v if _numeric(v) else [np.nan] * k for v in vectors],
+                          dtype=np.float64).reshape(len(vectors), k)
+        rows.setdefault(model, _Rows()).add(index, ts, matrix, labels, ids)
 
 
 def _validated(model: str, r: _Rows, k: int, sum_tolerance: float, parsed: Parsed) -> Predictions:
-    """Range and sum checks on the whole matrix; failing rows become rejects."""
-    index = np.asarray(r.index, dtype=np.int64)
-    try:
-        probs = np.asarray(r.probs, dtype=np.float64).reshape(len(r.index), k)
-    except (TypeError, ValueError):
-        # Some entry is not a number: find which rows, one at a time (rare path).
-        good = [_numeric(row) for row in r.probs]
-        probs = np.asarray([row if ok else [np.nan] * k for row, ok in zip(r.probs, good)],
-                           dtype=np.float64).reshape(len(r.index), k)
+    """Range and sum checks on the whole matrix; failing rows become rejects. Pieces
+    from both paths are put back in line order."""
+    index = np.concatenate(r.index)
+    ts = np.concatenate(r.ts)
+    probs = np.concatenate(r.probs) if len(r.probs) > 1 else r.probs[0]
+    labels = np.concatenate(r.labels)
+    ids = [x for piece in r.ids for x in piece] if len(r.ids) > 1 else r.ids[0]
+    if len(r.index) > 1:
+        order = np.argsort(index, kind="stable")
+        index, ts, probs, labels = index[order], ts[order], probs[order], labels[order]
+        ids = [ids[i] for i in order]
     with np.errstate(invalid="ignore"):
         sums = probs.sum(axis=1)
         bad_value = ~(np.isfinite(probs).all(axis=1) & (probs >= 0).all(axis=1))
         bad_sum = ~bad_value & (np.abs(sums - 1.0) > sum_tolerance)
     bad = bad_value | bad_sum
+    if not bad.any():
+        return Predictions(model, index, ts, probs / sums[:, None], labels, ids)
     for row in np.flatnonzero(bad_value):
         parsed.rejects.append(Reject(int(index[row]), Reason.BAD_PROBABILITY))
     for row in np.flatnonzero(bad_sum):
         parsed.rejects.append(Reject(int(index[row]), Reason.BAD_SUM))
     keep = ~bad
-    probs = probs[keep] / sums[keep, None]
-    ids = r.ids if keep.all() else [x for x, ok in zip(r.ids, keep) if ok]
     return Predictions(
         model=model,
         index=index[keep],
-        ts=np.asarray(r.ts, dtype=np.float64)[keep],
-        probs=probs,
-        labels=np.asarray(r.labels, dtype=np.int64)[keep],
-        ids=ids,
+        ts=ts[keep],
+        probs=probs[keep] / sums[keep, None],
+        labels=labels[keep],
+        ids=[x for x, ok in zip(ids, keep) if ok],
     )
 
 
@@ -305,13 +444,14 @@ def _numeric(row: list[object]) -> bool:
 
 
 def parse_labels(
-    lines: Sequence[bytes],
+    data: bytes,
     fields: Fields,
     default_model: str | None,
     classes_of: Callable[[str], tuple[str, ...] | Reason],
     now: float,
 ) -> Parsed:
     """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`."""
+    lines = split(data)
     parsed = Parsed()
     index: list[int] = []
     models: list[str] = []
@@ -336,11 +476,13 @@ def parse_labels(
         if reason is None:
             try:
                 label = class_index(raw_label, classes)
-                raw_ts = _lookup(obj, fields.timestamp)
-                ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
             except ValueError:
                 reason = Reason.UNKNOWN_CLASS
-            except OverflowError:
+        if reason is None:
+            raw_ts = _lookup(obj, fields.timestamp)
+            try:
+                ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
+            except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
         if reason is not None:
             parsed.rejects.append(Reject(i, reason))

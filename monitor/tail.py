@@ -31,16 +31,19 @@ Key = tuple[int, int]  # (st_dev, st_ino)
 # with the same line), and a fingerprint must not change as its file grows.
 FINGERPRINT_BYTES = 1024
 HISTORY = 4096  # fingerprints of closed or truncated files remembered, newest kept
-ROTATE_WAIT_S = 5.0  # keep reading a rotated-away file this long after its last growth
+ROTATE_WAIT_S = 5.0
+CHUNK_BYTES = 1 << 20  # keep reading a rotated-away file this long after its last growth
 
 
 @dataclass(slots=True)
 class Block:
-    """Complete lines read from one file, or one over-long line that was skipped."""
+    """Complete lines read from one file (each ending in a newline), or one over-long
+    line that was skipped (no data)."""
 
     path: str
-    first_line: int  # 1-based number of lines[0] (or of the skipped line)
-    lines: list[bytes]
+    first_line: int  # 1-based number of the first line
+    data: bytes
+    lines: int
     too_long: bool = False
 
 
@@ -70,12 +73,9 @@ class _Open:
     gone: bool = False  # no longer reachable by the glob (renamed away or deleted)
 
 
-def split_lines(data: bytes) -> tuple[list[bytes], int]:
-    """Complete lines in `data` and how many bytes they take (newlines included)."""
-    end = data.rfind(b"\n")
-    if end < 0:
-        return [], 0
-    return data[:end].split(b"\n"), end + 1
+def complete_prefix(data: bytes) -> int:
+    """Bytes of `data` up to and including its last newline: the complete lines."""
+    return data.rfind(b"\n") + 1
 
 
 def fingerprint_of(head: bytes) -> str | None:
@@ -107,7 +107,9 @@ class Tailer:
     ) -> None:
         self.pattern = pattern
         self.max_line_bytes = max_line_bytes
-        self.chunk = max(1 << 20, max_line_bytes + 1)
+        # No complete line in a chunk can then be longer than max_line_bytes, so over-long
+        # lines are found without looking at each line.
+        self.chunk = min(CHUNK_BYTES, max_line_bytes + 1)
         self.start_at_end = start_at_end
         self.monotonic = monotonic
         self.rotate_wait_s = rotate_wait_s
@@ -317,34 +319,25 @@ class Tailer:
                 rec.offset += end + 1
                 rec.line_no += 1
                 rec.skipping = False
-                yield Block(rec.path, rec.line_no, [], too_long=True)
+                yield Block(rec.path, rec.line_no, b"", 1, too_long=True)
                 continue
-            lines, used = split_lines(data)
-            if not lines:
+            used = complete_prefix(data)
+            if not used and len(data) == self.chunk <= self.max_line_bytes:
+                # A line longer than a chunk may still be within the limit: look further.
+                data = os.pread(f.fd, self.max_line_bytes + 1, rec.offset)
+                used = complete_prefix(data)
+            if not used:
                 if len(data) > self.max_line_bytes:
                     rec.skipping = True  # never hold an over-long line in memory whole
                     rec.offset += len(data)
                     continue
                 return  # a partial line: wait until it is complete
+            count = data.count(b"\n", 0, used)
+            block = Block(rec.path, rec.line_no + 1, data[:used] if used < len(data) else data, count)
+            rec.line_no += count
             budget -= used
-            yield from self._blocks(rec, lines)
+            yield block
             rec.offset += used
-
-    def _blocks(self, rec: FileRecord, lines: list[bytes]) -> Iterator[Block]:
-        first = rec.line_no + 1
-        rec.line_no += len(lines)
-        if max(map(len, lines)) <= self.max_line_bytes:
-            yield Block(rec.path, first, lines)
-            return
-        start = 0
-        for i, line in enumerate(lines):
-            if len(line) > self.max_line_bytes:
-                if i > start:
-                    yield Block(rec.path, first + start, lines[start:i])
-                yield Block(rec.path, first + i, [], too_long=True)
-                start = i + 1
-        if start < len(lines):
-            yield Block(rec.path, first + start, lines[start:])
 
 
 def _fields(rec: FileRecord) -> dict[str, object]:
