@@ -315,7 +315,7 @@ class Aggregator:
                            arrival: float) -> list[Reject]:
         """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
         without a time."""
-        parsed = parse_predictions(data, source.fields, source.model, self.models.resolve,
+        parsed = parse_predictions(data, lines, source.fields, source.model, self.models.resolve,
                                    arrival, self.config.sum_tolerance, self._decoder(source))
         late = 0
         for name, batch in parsed.predictions.items():

@@ -11,10 +11,12 @@ vouch for goes through the plain `json` path there, so both give the same answer
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from monitor.config import FieldPath, Fields
 
@@ -32,8 +34,7 @@ _TYPES: dict[str, Any] = {
 def _getter(path: FieldPath, names: dict[FieldPath, str]) -> Callable[[Any], Any]:
     attrs = [names[path[: i + 1]] for i in range(len(path))]
     if len(attrs) == 1:
-        attr = attrs[0]
-        return lambda obj: getattr(obj, attr)
+        return operator.attrgetter(attrs[0])  # C speed: called once per line and field
 
     def nested(obj: Any) -> Any:
         for attr in attrs:
@@ -78,11 +79,11 @@ class BlockDecoder:
 
         `decode_lines` skips blank lines and accepts two values on one line, so a record
         could land on the wrong line. Lines that each start with `{` and end with `}`
-        cannot hold more or less than one value (a value spanning lines would need a
-        line ending inside a structure), so with as many values as lines they align.
+        (every inner newline stands in `}\n{`) cannot hold less than one value (a value
+        spanning lines would need a line ending inside a structure), so with as many
+        values as lines they align.
         """
-        if not (data[:1] == b"{" and data.count(b"\n{") == lines - 1
-                and data.count(b"}\n") == lines and _utf8(data)):
+        if not (_one_object_per_line(data) and _utf8(data)):
             return None
         try:
             records = self.decoder.decode_lines(data)
@@ -97,6 +98,17 @@ class BlockDecoder:
             return self.decoder.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
+
+
+def _one_object_per_line(data: bytes) -> bool:
+    """Every line starts with `{` and ends with `}` (a numpy pass: 3x bytes.count)."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == _NEWLINE)
+    return (raw[0] == _OPEN and bool((raw[ends - 1] == _CLOSE).all())
+            and bool((raw[ends[:-1] + 1] == _OPEN).all()))
+
+
+_NEWLINE, _OPEN, _CLOSE = ord("\n"), ord("{"), ord("}")
 
 
 def _utf8(data: bytes) -> bool:

@@ -225,6 +225,7 @@ def split(data: bytes) -> list[bytes]:
 
 def parse_predictions(
     data: bytes,
+    n: int,
     fields: Fields,
     default_model: str | None,
     resolve: Resolver,
@@ -232,7 +233,7 @@ def parse_predictions(
     sum_tolerance: float,
     decoder: BlockDecoder | None = None,
 ) -> Parsed:
-    """Validate a block of complete prediction lines; `now` stamps lines without a time.
+    """Validate a block of `n` complete prediction lines; `now` stamps lines without a time.
 
     With a `decoder`, lines of the common shape (a probability list of the right
     length, numeric or absent time, integer or absent label, string or absent id) go
@@ -240,7 +241,6 @@ def parse_predictions(
     which knows every rejection reason. Both paths give the same answer for a line.
     """
     parsed = Parsed()
-    n = data.count(b"\n")
     rows: dict[str, _Rows] = {}
     classes_of: dict[str, tuple[str, ...]] = {}
     lines: list[bytes] | None = None

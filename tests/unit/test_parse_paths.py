@@ -53,9 +53,9 @@ def canonical(parsed):
 def test_fast_and_plain_paths_give_the_same_answer(block, default_model):
     data = b"\n".join(block) + b"\n"
     fields = Fields()
-    fast = parse_predictions(data, fields, default_model, resolve, 123.0, 1e-3,
+    fast = parse_predictions(data, data.count(b"\n"), fields, default_model, resolve, 123.0, 1e-3,
                              BlockDecoder(fields, WANTED))
-    plain = parse_predictions(data, fields, default_model, resolve, 123.0, 1e-3)
+    plain = parse_predictions(data, data.count(b"\n"), fields, default_model, resolve, 123.0, 1e-3)
     assert canonical(fast) == canonical(plain)
 
 
@@ -65,7 +65,7 @@ def test_a_block_of_regular_lines_takes_the_fast_path():
     data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
     decoder = BlockDecoder(Fields(), WANTED)
     assert decoder.decode_block(data, 50) is not None
-    parsed = parse_predictions(data, Fields(), None, resolve, 0.0, 1e-3, decoder)
+    parsed = parse_predictions(data, 50, Fields(), None, resolve, 0.0, 1e-3, decoder)
     got = parsed.predictions["three"]
     assert got.labels.tolist() == [i % 3 for i in range(50)]
     assert got.ids[7] == "r7" and got.ts[7] == 8.0
@@ -81,8 +81,8 @@ def test_dotted_field_paths_decode_nested_values():
     fields = Fields(probabilities=("output", "scores"), label=("truth", "label"))
     decoder = BlockDecoder(fields, WANTED)
     data = b'{"output": {"scores": [0.25, 0.75]}, "truth": {"label": "fraud"}}\n{"output": null}\n'
-    fast = parse_predictions(data, fields, "fraud", resolve, 5.0, 1e-3, decoder)
-    plain = parse_predictions(data, fields, "fraud", resolve, 5.0, 1e-3)
+    fast = parse_predictions(data, data.count(b"\n"), fields, "fraud", resolve, 5.0, 1e-3, decoder)
+    plain = parse_predictions(data, data.count(b"\n"), fields, "fraud", resolve, 5.0, 1e-3)
     assert canonical(fast) == canonical(plain)
     assert fast.predictions["fraud"].labels.tolist() == [1]
     assert [r.reason for r in fast.rejects] == [Reason.MISSING_FIELD]
