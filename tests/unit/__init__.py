@@ -1,0 +1,1 @@
+# A package, so these modules never clash with same-named files in tests/system.

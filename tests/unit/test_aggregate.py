@@ -1,0 +1,343 @@
+"""aggregate.py: snapshot values against an independent numpy/scipy computation; model
+admission; state/restore and reconfigure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.spatial.distance
+import scipy.stats
+from hypothesis import given
+from hypothesis import strategies as st
+from pytest import approx
+
+from monitor import checkpoint
+from monitor.aggregate import Aggregator, Models, ModelState
+from monitor.config import ReferenceSpec, build_config
+from monitor.parse import Reason
+
+from .strategies import (
+    EPS,
+    SLOW,
+    assert_same_snapshot,
+    count_window,
+    distributions,
+    in_time_window,
+    ingest_labels,
+    ingest_predictions,
+    line,
+    model_config,
+    predictions,
+    time_window,
+)
+
+K = 3
+PRIOR = (0.5, 0.3, 0.2)
+
+batches = st.lists(st.lists(
+    st.tuples(st.floats(-400.0, 100.0), distributions(K), st.integers(-1, K - 1)),
+    min_size=1, max_size=15), min_size=1, max_size=5)
+
+
+def expected_metrics(a, window_events, reference_events, min_samples, epsilon):
+    """DESIGN.md's definitions, computed here with numpy and scipy from raw events."""
+    n = len(window_events)
+    labelled = [(p, label) for _, p, label in window_events if label >= 0]
+    out = {"predictions": n, "labels": len(labelled)}
+    if n < max(min_samples, 1):
+        return out | dict.fromkeys(("kl", "ce", "js", "pred_kl", "log_loss"), math.nan)
+    b = np.mean([p for _, p, _ in window_events], axis=0)
+    b = np.maximum(b, epsilon)
+    b = b / b.sum()
+    b_ref = np.mean([p for _, p, _ in reference_events], axis=0)
+    out["kl"] = scipy.stats.entropy(a, b)
+    out["ce"] = -sum(ai * math.log(bi) for ai, bi in zip(a, b) if ai > 0) if np.isfinite(a).all() \
+        else math.nan
+    out["js"] = scipy.spatial.distance.jensenshannon(a, b) ** 2 if np.isfinite(a).all() else math.nan
+    out["pred_kl"] = scipy.stats.entropy(b_ref, b)
+    out["log_loss"] = (np.mean([-math.log(max(p[label], epsilon)) for p, label in labelled])
+                       if labelled else math.nan)
+    return out
+
+
+def same(x: float, y: float) -> bool:
+    return (math.isnan(x) and math.isnan(y)) or x == approx(y, rel=1e-9, abs=1e-9)
+
+
+@SLOW
+@given(batches, st.integers(0, 12), st.sampled_from([0.0, 0.5, 1.0]), st.booleans(),
+       st.integers(1, 9), st.floats(0.0, 200.0))
+def test_snapshot_equals_an_independent_numpy_computation(batches_, min_samples, smoothing, static,
+                                                          count, idle):
+    reference = ReferenceSpec("static", prior=PRIOR) if static else ReferenceSpec("cumulative")
+    config = model_config(windows=(time_window(60.0), time_window(300.0), count_window(count)),
+                          reference=reference, min_samples=min_samples, smoothing=smoothing)
+    model = ModelState("m", config)
+    wall, clock, seen = 1_000_000.0, -math.inf, []
+    for batch in batches_:
+        start = max(clock, wall)
+        events_ = [(start + offset, p, label) for offset, p, label in batch]
+        model.ingest(predictions(*zip(*events_)), wall)
+        clock = max(start, *(e[0] for e in events_))
+        seen += events_
+        wall += 30.0
+    now = max(clock, wall) + idle
+    snapshot = model.snapshot(now)
+
+    label_counts = np.bincount([label for _, _, label in seen if label >= 0], minlength=K)
+    if static:
+        a = np.array(PRIOR)
+    elif label_counts.sum() + smoothing == 0:
+        a = np.full(K, math.nan)
+    else:
+        a = (label_counts + smoothing) / (label_counts.sum() + K * smoothing)
+    assert same(snapshot.reference_entropy, scipy.stats.entropy(a) if np.isfinite(a).all() else math.nan)
+    assert snapshot.reference_labels == label_counts.sum()
+    assert snapshot.predictions_total == len(seen)
+    assert list(snapshot.labels_total) == list(label_counts)
+    assert snapshot.probability_total == approx(np.sum([p for _, p, _ in seen], axis=0))
+    assert snapshot.last_event_ts == max(e[0] for e in seen)
+    assert snapshot.windows == ("60s", "300s", f"count:{count}")
+
+    for i, spec in enumerate(config.windows):
+        if spec.duration_s is None:
+            inside = seen[-count:]
+        else:
+            inside = [e for e in seen if in_time_window(e[0], now, spec.duration_s)]
+        want = expected_metrics(a, inside, seen, min_samples, EPS)
+        assert snapshot.window_predictions[i] == want["predictions"]
+        assert snapshot.window_labels[i] == want["labels"]
+        for name, got in (("kl", snapshot.kl_divergence), ("ce", snapshot.cross_entropy),
+                          ("js", snapshot.js_divergence),
+                          ("pred_kl", snapshot.prediction_kl_divergence),
+                          ("log_loss", snapshot.log_loss)):
+            assert same(float(got[i]), float(want[name])), (spec.name, name, got[i], want[name])
+
+
+def test_min_samples_hides_divergences_but_not_counts():
+    model = ModelState("m", model_config(windows=(time_window(300.0),), min_samples=3))
+    model.ingest(predictions([10.0, 11.0], [[0.2, 0.3, 0.5]] * 2, [0, 2]), now=11.0)
+    below = model.snapshot(11.0)
+    assert below.window_predictions[0] == 2 and below.window_labels[0] == 2
+    for values in (below.kl_divergence, below.cross_entropy, below.js_divergence,
+                   below.prediction_kl_divergence, below.log_loss):
+        assert math.isnan(values[0])
+    assert below.reference_entropy == approx(math.log(2))  # the reference is not a window
+    model.ingest(predictions([12.0], [[0.2, 0.3, 0.5]], [-1]), now=12.0)
+    at = model.snapshot(12.0)
+    assert at.window_predictions[0] == 3
+    assert all(math.isfinite(v[0]) for v in (at.kl_divergence, at.cross_entropy, at.js_divergence,
+                                             at.prediction_kl_divergence, at.log_loss))
+
+
+def test_before_any_label_the_label_divergences_are_not_exported():
+    """No labels (and no smoothing): A does not exist yet, so KL, cross-entropy, JS and
+    S(A) are undefined (NaN, not exported), never 0; prediction KL needs no labels."""
+    model = ModelState("m", model_config(windows=(time_window(300.0),), min_samples=1))
+    model.ingest(predictions([1.0, 2.0], [[0.2, 0.3, 0.5], [0.5, 0.3, 0.2]], [-1, -1]), now=2.0)
+    snapshot = model.snapshot(2.0)
+    assert snapshot.window_predictions[0] == 2
+    assert snapshot.reference_labels == 0
+    for value in (snapshot.kl_divergence[0], snapshot.cross_entropy[0], snapshot.js_divergence[0],
+                  snapshot.reference_entropy):
+        assert math.isnan(value)
+    assert snapshot.prediction_kl_divergence[0] == approx(0.0, abs=1e-12)
+
+
+def test_worked_example_through_the_model_state():
+    model = ModelState("m", model_config(classes=("legit", "fraud"), windows=(time_window(300.0),)))
+    labels = [0] + [1] * 9
+    model.ingest(predictions([float(i) for i in range(10)], [[0.2, 0.8]] * 10, labels), now=10.0)
+    snapshot = model.snapshot(10.0)
+    assert snapshot.kl_divergence[0] == approx(0.036690014, abs=5e-10)
+    assert snapshot.cross_entropy[0] == approx(snapshot.kl_divergence[0] + snapshot.reference_entropy,
+                                               abs=1e-9)
+
+
+def test_static_prior_is_a_whatever_the_labels():
+    config = model_config(windows=(time_window(300.0),), reference=ReferenceSpec("static", prior=PRIOR))
+    model = ModelState("m", config)
+    model.ingest(predictions([1.0, 2.0], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [0, 0]), now=2.0)
+    snapshot = model.snapshot(2.0)
+    b = np.maximum([0.5, 0.5, 0.0], EPS)
+    b /= b.sum()
+    assert snapshot.reference_entropy == approx(scipy.stats.entropy(PRIOR))
+    assert snapshot.kl_divergence[0] == approx(scipy.stats.entropy(PRIOR, b))
+    assert snapshot.reference_labels == 2  # labels still counted
+
+
+def config(models: dict, **top) -> object:
+    return build_config({"sources": [{"name": "s", "path": "/logs/p.jsonl"}], "models": models, **top})
+
+
+def test_models_are_admitted_through_the_default_template_up_to_max_models():
+    models = Models(config({"fraud": {"classes": ["a", "b"]}, "default": {"classes": ["x", "y", "z"]}},
+                           max_models=3))
+    assert models.resolve("fraud") == ("a", "b")
+    assert models.resolve("new1") == ("x", "y", "z")
+    assert models.resolve("new2") == ("x", "y", "z")
+    assert models.resolve("new3") is Reason.TOO_MANY_MODELS
+    assert models.resolve("new1") == ("x", "y", "z")  # admitted ones stay
+    assert [m.name for m in models] == ["fraud", "new1", "new2"]
+    assert "default" not in [m.name for m in models]
+
+
+def test_models_without_a_default_template_reject_unknown_names():
+    models = Models(config({"fraud": {"classes": ["a", "b"]}}))
+    assert models.resolve("other") is Reason.UNKNOWN_MODEL
+    assert [m.name for m in models] == ["fraud"]
+
+
+def test_aggregator_counts_unknown_and_too_many_models_by_reason():
+    cfg = config({"default": {"classes": ["a", "b"]}}, max_models=1)
+    aggregator = Aggregator(cfg)
+    ingest_predictions(aggregator, cfg.sources[0], [
+        line(model="one", probs=[0.5, 0.5], ts=1.0),
+        line(model="two", probs=[0.5, 0.5], ts=1.0),
+        line(model="one", probs=[0.5, 0.5], ts=2.0),
+    ], now=2.0)
+    source = aggregator.snapshot(2.0).sources[0]
+    assert source.rejected["too_many_models"] == 1
+    assert source.lines == {"ok": 2, "rejected": 1, "late": 0}
+    assert [m.name for m in aggregator.snapshot(2.0).models] == ["one"]
+
+
+def test_a_rejected_line_does_not_admit_its_model():
+    """Bad lines never change anything (DESIGN.md): a line rejected for its probabilities
+    must not take one of the max_models slots from a later, valid model."""
+    cfg = config({"default": {"classes": ["a", "b"]}}, max_models=1)
+    aggregator = Aggregator(cfg)
+    ingest_predictions(aggregator, cfg.sources[0], [
+        line(model="garbage", probs=[0.9, 0.9], ts=1.0),  # bad_sum
+        line(model="real", probs=[0.5, 0.5], ts=1.0),
+    ], now=1.0)
+    snapshot = aggregator.snapshot(1.0)
+    assert snapshot.sources[0].rejected["bad_sum"] == 1
+    assert [m.name for m in snapshot.models] == ["real"]
+
+
+LABELLED_CONFIG = {
+    "sources": [{"name": "preds", "path": "/logs/p.jsonl"}],
+    "labels": [{"name": "feedback", "path": "/logs/l.jsonl", "join_ttl": "1h", "max_pending": 50}],
+    "models": {
+        "fraud": {"classes": ["legit", "fraud"], "windows": ["1m", "5m", {"count": 4}],
+                  "min_samples": 1},
+        "spam": {"classes": ["ham", "spam", "eggs"], "windows": ["10m"],
+                 "reference": {"decay": "10m"}, "min_samples": 1},
+        "default": {"classes": ["x", "y"], "windows": ["1m"], "min_samples": 1},
+    },
+}
+
+
+def busy_aggregator(cfg) -> Aggregator:
+    aggregator = Aggregator(cfg)
+    rng = np.random.default_rng(3)
+    for step in range(6):
+        lines = []
+        for i in range(8):
+            model = ["fraud", "spam", "extra"][i % 3]
+            k = 3 if model == "spam" else 2
+            probs = rng.dirichlet(np.ones(k)).round(6)
+            probs[-1] = 1.0 - probs[:-1].sum()
+            fields = {"model": model, "probs": probs.tolist(), "ts": 1000.0 + 20 * step + i,
+                      "id": f"{model}-{step}-{i}"}
+            if i % 4 == 0:
+                fields["label"] = int(rng.integers(k))
+            lines.append(line(**fields))
+        lines.append(b"not json")
+        ingest_predictions(aggregator, cfg.sources[0], lines, now=1000.0 + 20 * step)
+        labels = [line(id=f"fraud-{step}-{i}", label=i % 2, model="fraud") for i in (3, 6)]
+        labels.append(line(id=f"fraud-{step}-3", label=1, model="fraud"))  # a duplicate
+        ingest_labels(aggregator, cfg.labels[0], labels, now=1000.0 + 20 * step + 5)
+    return aggregator
+
+
+def test_state_restore_through_a_checkpoint_gives_an_identical_snapshot_and_future():
+    cfg = build_config(LABELLED_CONFIG)
+    original = busy_aggregator(cfg)
+    meta, arrays = original.state()
+    restored = Aggregator(cfg)
+    assert restored.restore(*checkpoint.decode(checkpoint.encode(meta, arrays))) == []
+    assert_same_snapshot(restored.snapshot(1200.0), original.snapshot(1200.0))
+    for aggregator in (original, restored):
+        ingest_predictions(aggregator, cfg.sources[0], [
+            line(model="fraud", probs=[0.3, 0.7], ts=1210.0, id="late-join"),
+            line(model="extra", probs=[0.1, 0.9], ts=1211.0, label="y"),
+        ], now=1211.0)
+        ingest_labels(aggregator, cfg.labels[0], [line(id="late-join", label="fraud", model="fraud"),
+                                                  line(id="fraud-5-6", label=0, model="fraud")],
+                      now=1212.0)
+    assert_same_snapshot(restored.snapshot(1300.0), original.snapshot(1300.0))
+
+
+def test_reconfigure_keeps_models_with_unchanged_classes_and_drops_changed_ones():
+    cfg = build_config(LABELLED_CONFIG)
+    aggregator = busy_aggregator(cfg)
+    before = {m.name: m for m in aggregator.snapshot(1200.0).models}
+    changed = dict(LABELLED_CONFIG, models={
+        **LABELLED_CONFIG["models"],
+        "spam": {"classes": ["ham", "spam"], "windows": ["10m"]},  # classes changed
+        "fraud": {**LABELLED_CONFIG["models"]["fraud"], "windows": ["1m", "1h"]},
+    })
+    fresh, dropped = aggregator.reconfigure(build_config(changed))
+    assert dropped == ["spam"]
+    after = {m.name: m for m in fresh.snapshot(1200.0).models}
+    assert after["spam"].predictions_total == 0
+    assert after["fraud"].predictions_total == before["fraud"].predictions_total
+    assert list(after["fraud"].labels_total) == list(before["fraud"].labels_total)
+    assert after["fraud"].reference_entropy == approx(before["fraud"].reference_entropy)
+    assert after["fraud"].window_predictions[0] == before["fraud"].window_predictions[0]  # 1m kept
+    assert after["fraud"].window_predictions[1] == 0  # 1h is new: starts empty
+    assert after["extra"].predictions_total == before["extra"].predictions_total  # admitted again
+    assert fresh.snapshot(1200.0).sources == aggregator.snapshot(1200.0).sources
+
+
+def test_reconfigure_with_a_new_reference_keeps_counters_and_restarts_the_reference():
+    cfg = build_config(LABELLED_CONFIG)
+    aggregator = busy_aggregator(cfg)
+    before = {m.name: m for m in aggregator.snapshot(1200.0).models}
+    changed = dict(LABELLED_CONFIG, models={
+        **LABELLED_CONFIG["models"],
+        "fraud": {**LABELLED_CONFIG["models"]["fraud"], "reference": {"window": "1h"}}})
+    fresh, dropped = aggregator.reconfigure(build_config(changed))
+    assert dropped == []
+    fraud = next(m for m in fresh.snapshot(1200.0).models if m.name == "fraud")
+    assert fraud.predictions_total == before["fraud"].predictions_total
+    assert fraud.reference_labels == 0
+
+
+@pytest.mark.parametrize("ts", [1e20, 1e300])
+def test_a_finite_but_absurd_timestamp_is_rejected_or_held_by_its_window(ts):
+    """Unix seconds far beyond any RFC 3339 time (year 9999): either a bad_timestamp, or,
+    if accepted as ok, the line must be in its time window like any other."""
+    cfg = config({"fraud": {"classes": ["a", "b"], "windows": ["5m"], "min_samples": 1}})
+    aggregator = Aggregator(cfg)
+    ingest_predictions(aggregator, cfg.sources[0], [line(model="fraud", probs=[0.5, 0.5], ts=ts)],
+                       now=100.0)
+    snapshot = aggregator.snapshot(100.0)
+    source = snapshot.sources[0]
+    if source.lines["rejected"]:
+        assert source.rejected["bad_timestamp"] == 1
+    else:
+        assert source.lines["ok"] == 1
+        assert snapshot.models[0].window_predictions[0] == 1
+
+
+@SLOW
+@given(st.lists(st.sampled_from([
+    line(model="fraud", probs=[0.5, 0.5], ts=1000.0), line(model="fraud", probs=[0.5, 0.5], ts=10.0),
+    line(model="fraud", probs=[0.5, 0.6]), line(model="nope", probs=[1, 0]), b"", b"{",
+    line(model="fraud", prediction="b", label="a", ts=999.0),
+]), min_size=1, max_size=30))
+def test_every_line_is_counted_once_as_ok_rejected_or_late(lines):
+    cfg = config({"fraud": {"classes": ["a", "b"], "windows": ["5m", "1h"]}})
+    aggregator = Aggregator(cfg)
+    ingest_predictions(aggregator, cfg.sources[0], lines, now=1000.0)
+    counted = aggregator.snapshot(1000.0).sources[0]
+    assert sum(counted.lines.values()) == sum(1 for x in lines if x.strip())
+    assert counted.lines["rejected"] == sum(counted.rejected.values())
+    assert counted.lines["late"] == lines.count(line(model="fraud", probs=[0.5, 0.5], ts=10.0))
+    fraud = aggregator.snapshot(1000.0).models[0]
+    assert fraud.predictions_total == counted.lines["ok"] + counted.lines["late"]
