@@ -1,6 +1,6 @@
 """Following a glob of log files: file identity, offsets, rotation, partial lines.
 
-A file is its (st_dev, st_ino) plus a fingerprint of its first KiB, not its path:
+A file is its (st_dev, st_ino) plus a fingerprint of its first bytes, not its path:
 inodes are reused, and copies (copytruncate) get a new inode with old content. File
 events are only hints; every poll re-stats each open file and re-globs, then acts on
 what the file system says (as mtail does): size below the offset is a truncation, a
@@ -26,10 +26,11 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 Key = tuple[int, int]  # (st_dev, st_ino)
-# The first bytes identify content; files shorter than this have no fingerprint yet (and
-# are told apart by inode alone): short heads collide too easily (two files starting
-# with the same line), and a fingerprint must not change as its file grows.
-FINGERPRINT_BYTES = 1024
+# A fingerprint is `n:hash` of the first n bytes we consumed, n up to this (Vector's
+# default too). Only full-length ones identify a copy of a followed file: shorter heads
+# collide too easily (two small files starting with the same line). Short ones still
+# recognise the copy of a file cut before we had read this much of it.
+FINGERPRINT_BYTES = 256
 HISTORY = 4096  # fingerprints of closed or truncated files remembered, newest kept
 ROTATE_WAIT_S = 5.0
 CHUNK_BYTES = 1 << 20  # keep reading a rotated-away file this long after its last growth
@@ -71,6 +72,7 @@ class _Open:
     idle_since: float | None = None  # monotonic time it was last seen at EOF, off the glob
     twin_of: Key | None = None  # a copy of a live file, read only once that one is cut
     gone: bool = False  # no longer reachable by the glob (renamed away or deleted)
+    size: int = 0  # as of the last scan
 
 
 def complete_prefix(data: bytes) -> int:
@@ -79,10 +81,21 @@ def complete_prefix(data: bytes) -> int:
 
 
 def fingerprint_of(head: bytes) -> str | None:
-    """Hash of a file's first FINGERPRINT_BYTES, or None while it is shorter."""
-    if len(head) < FINGERPRINT_BYTES:
+    """`n:hash` of the first n = min(len(head), FINGERPRINT_BYTES) bytes; None if empty."""
+    n = min(len(head), FINGERPRINT_BYTES)
+    if n == 0:
         return None
-    return hashlib.blake2b(head[:FINGERPRINT_BYTES], digest_size=12).hexdigest()
+    return f"{n}:{hashlib.blake2b(head[:n], digest_size=12).hexdigest()}"
+
+
+def is_full(fp: str | None) -> bool:
+    return fp is not None and fp.startswith(f"{FINGERPRINT_BYTES}:")
+
+
+def matches(fp: str, head: bytes) -> bool:
+    """Whether a file starting with `head` starts with the bytes `fp` was taken of."""
+    n = int(fp.split(":", 1)[0])
+    return len(head) >= n and fingerprint_of(head[:n]) == fp
 
 
 def classify(offset: int, size: int) -> str:
@@ -158,10 +171,9 @@ class Tailer:
                 return
 
     def scan(self) -> None:
-        """Re-stat open files and re-glob: follow new files, notice truncation and renames."""
+        """Re-glob and re-stat: follow new files, notice truncation and renames. One
+        stat per file and poll (the glob's); an fstat only for files off the glob."""
         now = self.monotonic()
-        for f in self.files.values():
-            self._check_truncation(f)
         seen: set[Key] = set()
         fresh: list[tuple[str, int, os.stat_result]] = []
         for path in sorted(globlib.glob(self.pattern)):
@@ -173,9 +185,16 @@ class Tailer:
             seen.add(key)
             f = self.files.get(key)
             if f is not None:
-                f.record.path, f.gone, f.idle_since = path, False, None
+                f.record.path, f.gone, f.idle_since, f.size = path, False, None, st.st_size
             elif (opened := _open(path)) is not None:
                 fresh.append((path, *opened))
+        for key, f in self.files.items():
+            if key not in seen:
+                try:
+                    f.size = os.fstat(f.fd).st_size
+                except OSError:
+                    continue
+            self._check_truncation(f)
         # Files that are the very inode of a checkpoint record claim it first; only then
         # may other files claim a record by content (copies made while we were down).
         pending = {rec.key for rec in self.pending_records}
@@ -191,64 +210,109 @@ class Tailer:
 
     def _check_truncation(self, f: _Open) -> None:
         if f.twin_of is not None:
+            self._check_twin(f)
             return  # a held copy is static; its offset is the original's
-        try:
-            size = os.fstat(f.fd).st_size
-        except OSError:
+        change = classify(f.record.offset, f.size)
+        if change == "same" or (change == "grown" and not self._rewritten(f)):
             return
-        if classify(f.record.offset, size) != "truncated":
-            return
-        log.info("file truncated path=%s offset=%d size=%d", f.record.path, f.record.offset, size)
-        if f.record.fingerprint is not None:
-            self._remember(f.record.fingerprint, f.record.offset)
-        twin = self._twin_of(f.record.key)
-        if twin is not None:
-            # The copy made before this truncation holds the lines between our offset
-            # and the copy: continue the copy where we stopped in the original.
-            twin.twin_of = None
-            twin.record.offset, twin.record.line_no = f.record.offset, f.record.line_no
+        log.info("file truncated path=%s offset=%d size=%d", f.record.path, f.record.offset, f.size)
+        # The copy made before this truncation (if we follow it) holds the lines between
+        # our offset and the copy: it continues where we stopped in the original.
+        self._hand_over(f)
         f.record.offset = f.record.line_no = 0
         f.record.fingerprint, f.record.skipping = None, False
 
-    def _twin_of(self, key: Key) -> _Open | None:
-        return next((t for t in self.files.values() if t.twin_of == key), None)
+    def _rewritten(self, f: _Open) -> bool:
+        """Cut and written past our offset again between two scans (copytruncate, then
+        a burst): the size alone looks like growth, the first KiB tells."""
+        if f.record.fingerprint is None:
+            return False
+        try:
+            head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
+        except OSError:
+            return False
+        return not matches(f.record.fingerprint, head)
+
+    def _hand_over(self, f: _Open) -> None:
+        """The content `f` held is leaving it (cut or closed): a held copy of it takes
+        over at our offset; without one, remember where we were in that content."""
+        rec = f.record
+        twin = next((t for t in self.files.values() if t.twin_of == rec.key), None)
+        if twin is not None:
+            twin.twin_of = None
+            twin.record.offset, twin.record.line_no = rec.offset, rec.line_no
+            twin.record.fingerprint, twin.record.skipping = rec.fingerprint, rec.skipping
+            for other in self.files.values():  # further copies now copy the new holder
+                if other.twin_of == rec.key:
+                    other.twin_of = twin.record.key
+        elif rec.fingerprint is not None:
+            self._remember(rec.fingerprint, rec.offset)
 
     def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
         """Start following a file not followed yet, deciding where to begin."""
         key = (st.st_dev, st.st_ino)
-        fp = fingerprint_of(os.pread(fd, FINGERPRINT_BYTES, 0))
-        record = FileRecord(key[0], key[1], fp, path, 0, 0)
-        f = _Open(record, fd)
-        restored = self._take_record(key, fp)
+        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        record = FileRecord(key[0], key[1], None, path, 0, 0)
+        f = _Open(record, fd, size=st.st_size)
+        restored = self._take_record(key, head)
         if restored is not None:
             record.offset, record.line_no, record.skipping = (
                 restored.offset, restored.line_no, restored.skipping)
-        elif fp is not None and (twin := self._live_with(fp)) is not None:
+            record.fingerprint = restored.fingerprint
+        elif (twin := self._original_of(head)) is not None:
             f.twin_of = twin
-            record.offset, record.line_no = self.files[twin].record.offset, self.files[twin].record.line_no
             log.info("copy of a followed file, held until the original is cut path=%s", path)
-        elif fp is not None and fp in self.history:
-            record.offset = self.history.pop(fp)
-            record.line_no = 0
+        elif (known := self._known(head)) is not None:
+            record.fingerprint = known
+            record.offset = self.history.pop(known)
             log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
         elif self.first_scan and self.start_at_end:
             record.offset = _last_line_end(fd, st.st_size, self.chunk)
         self.files[key] = f
 
-    def _take_record(self, key: Key, fp: str | None) -> FileRecord | None:
-        """The checkpoint record of this file: same inode and first KiB (an inode
-        with other first bytes is a reused inode), else the same first KiB (a copy)."""
+    def _take_record(self, key: Key, head: bytes) -> FileRecord | None:
+        """The checkpoint record of this file: same inode and first bytes (an inode
+        with other first bytes is a reused inode), else a full fingerprint (a copy)."""
         for i, rec in enumerate(self.pending_records):
-            if rec.key == key and (rec.fingerprint is None or rec.fingerprint == fp):
+            if rec.key == key and (rec.fingerprint is None or matches(rec.fingerprint, head)):
                 return self.pending_records.pop(i)
         for i, rec in enumerate(self.pending_records):
-            if fp is not None and rec.fingerprint == fp:
+            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):  # type: ignore[arg-type]
                 return self.pending_records.pop(i)
         return None
 
-    def _live_with(self, fp: str) -> Key | None:
-        return next((k for k, f in self.files.items()
-                     if f.record.fingerprint == fp and f.twin_of is None), None)
+    def _original_of(self, head: bytes) -> Key | None:
+        """A followed file that this one is a copy of, or may be becoming one: its first
+        bytes are all in that file's first bytes (a copy being written shows a prefix).
+        Compared with the file as it is now, read by us yet or not."""
+        for key, f in self.files.items():
+            if f.twin_of is None and f.size >= len(head):
+                try:
+                    if os.pread(f.fd, FINGERPRINT_BYTES, 0).startswith(head):
+                        return key
+                except OSError:
+                    continue
+        return None
+
+    def _check_twin(self, f: _Open) -> None:
+        """A held copy that stopped matching its original was a new file after all (say a
+        fresh empty log beside the one renamed away, since written to): read it from 0."""
+        original = self.files.get(f.twin_of)  # type: ignore[arg-type]
+        try:
+            head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
+            same = original is not None and os.pread(original.fd, FINGERPRINT_BYTES, 0).startswith(head)
+        except OSError:
+            return
+        if not same:
+            f.twin_of = None
+
+    def _known(self, head: bytes) -> str | None:
+        """The remembered fingerprint (cut or closed content) this file starts with."""
+        for n in sorted({int(fp.split(":", 1)[0]) for fp in self.history}, reverse=True):
+            fp = fingerprint_of(head[:n]) if len(head) >= n else None
+            if fp in self.history:
+                return fp
+        return None
 
     def _resume_moved(self) -> None:
         """Checkpointed files the glob no longer finds: look for their inode beside
@@ -293,24 +357,18 @@ class Tailer:
             return
         if now - f.idle_since < self.rotate_wait_s:
             return
-        if f.record.fingerprint is not None:
-            self._remember(f.record.fingerprint, f.record.offset)
-        twin = self._twin_of(key)
-        if twin is not None:
-            twin.twin_of = None
-            twin.record.offset, twin.record.line_no = f.record.offset, f.record.line_no
+        self._hand_over(f)
         os.close(f.fd)
         del self.files[key]
 
     def _read(self, f: _Open, budget: int) -> Iterator[Block]:
         rec = f.record
+        if f.size <= rec.offset and not rec.skipping:
+            return  # nothing new since the scan: no read for an idle file
         while budget > 0:
             data = os.pread(f.fd, self.chunk, rec.offset)
             if not data:
                 return
-            if rec.fingerprint is None:
-                rec.fingerprint = fingerprint_of(
-                    data[:FINGERPRINT_BYTES] if rec.offset == 0 else os.pread(f.fd, FINGERPRINT_BYTES, 0))
             if rec.skipping:
                 end = data.find(b"\n")
                 if end < 0:
@@ -338,6 +396,10 @@ class Tailer:
             budget -= used
             yield block
             rec.offset += used
+            if not is_full(rec.fingerprint):
+                # Of what we consumed: the content we would not want to read twice.
+                head = data if rec.offset == used else os.pread(f.fd, FINGERPRINT_BYTES, 0)
+                rec.fingerprint = fingerprint_of(head[: min(rec.offset, FINGERPRINT_BYTES)])
 
 
 def _fields(rec: FileRecord) -> dict[str, object]:
