@@ -100,7 +100,7 @@ class ModelState:
         if n == 0:
             return np.zeros(0, dtype=bool)
         running = np.maximum.accumulate(np.maximum(batch.ts, max(self.clock, now)))
-        late = (batch.ts < self.shortest.start(running)) if self.shortest else np.zeros(n, bool)
+        late = self.shortest.outside(batch.ts, running) if self.shortest else np.zeros(n, bool)
         self.advance(float(running[-1]))
         logloss = log_loss_terms(batch.probs, batch.labels, self.config.epsilon)
         rows = sum_rows(batch.probs, batch.labels, logloss)
@@ -216,22 +216,41 @@ class Models:
     def __getitem__(self, name: str) -> ModelState:
         return self.states[name]
 
-    def resolve(self, name: str) -> tuple[str, ...] | Reason:
-        """Classes of `name`, admitting it through the default template if there is room."""
+    def classes(self, name: str) -> tuple[str, ...] | Reason:
+        """Classes of `name` (through the default template for a new name), not admitting it."""
         state = self.states.get(name)
         if state is not None:
             return state.config.classes
         if self.config.default_model is None:
             return Reason.UNKNOWN_MODEL
+        return self.config.default_model.classes
+
+    def admit(self, name: str) -> Reason | None:
+        """Take `name` in through the default template if there is room."""
+        if name in self.states:
+            return None
+        if self.config.default_model is None:
+            return Reason.UNKNOWN_MODEL
         if len(self.states) >= self.config.max_models:
             return Reason.TOO_MANY_MODELS
-        state = self.states[name] = ModelState(name, self.config.default_model)
-        return state.config.classes
+        self.states[name] = ModelState(name, self.config.default_model)
+        return None
 
-    def known(self, name: str) -> tuple[str, ...] | Reason:
-        """Classes of `name` without admitting it."""
-        state = self.states.get(name)
-        return state.config.classes if state is not None else Reason.UNKNOWN_MODEL
+
+class _FedBy:
+    """The models a label source may label: its own `model`, or any when it has none."""
+
+    def __init__(self, models: Models, source: LabelSourceConfig) -> None:
+        self.models = models
+        self.source = source
+
+    def classes(self, name: str) -> tuple[str, ...] | Reason:
+        if self.source.model is not None and name != self.source.model:
+            return Reason.UNKNOWN_MODEL
+        return self.models.classes(name)
+
+    def admit(self, name: str) -> Reason | None:
+        return self.models.admit(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +334,7 @@ class Aggregator:
                            arrival: float) -> list[Reject]:
         """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
         without a time."""
-        parsed = parse_predictions(data, lines, source.fields, source.model, self.models.resolve,
+        parsed = parse_predictions(data, lines, source.fields, source.model, self.models,
                                    arrival, self.config.sum_tolerance, self._decoder(source))
         late = 0
         for name, batch in parsed.predictions.items():
@@ -341,7 +360,7 @@ class Aggregator:
         default = source.model
         if default is None and len(self.config.models) == 1:
             default = next(iter(self.config.models))
-        parsed = parse_labels(data, source.fields, default, self.models.resolve, arrival)
+        parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival)
         labels = parsed.labels
         assert labels is not None
         for name in dict.fromkeys(labels.model):
@@ -408,7 +427,8 @@ class Aggregator:
         dropped = []
         for i, entry in enumerate(meta["models"]):
             name = entry["name"]
-            if self.models.resolve(name) != tuple(entry["classes"]):
+            if (self.models.classes(name) != tuple(entry["classes"])
+                    or self.models.admit(name) is not None):
                 dropped.append(name)
                 continue
             model = self.models[name]

@@ -1,13 +1,16 @@
 """Checkpoint encoding and atomic writes.
 
 One file holds the file offsets and the aggregates as of exactly those offsets, so a
-restart resumes with neither a line counted twice nor one lost. The format is an
-uncompressed .npz (a zip of .npy arrays, loaded with allow_pickle=False: no code runs on
-load) with a JSON metadata member; `version` guards the layout.
+restart resumes with neither a line counted twice nor one lost. The format is a magic
+line, a BLAKE2b digest of the rest, then an uncompressed .npz (a zip of .npy arrays,
+loaded with allow_pickle=False: no code runs on load) with a JSON metadata member;
+`version` guards the layout. The digest turns any corruption (a torn or flipped byte
+that zip's own checks may miss) into one clear error instead of wrong state.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -22,6 +25,8 @@ from monitor.errors import MonitorError
 VERSION = 1
 FILENAME = "checkpoint.npz"
 META = "__meta__"
+MAGIC = b"drift-monitor checkpoint\n"
+DIGEST_BYTES = 32
 
 
 class CheckpointError(MonitorError):
@@ -32,18 +37,27 @@ def encode(meta: dict, arrays: dict[str, npt.NDArray]) -> bytes:
     buf = io.BytesIO()
     payload = json.dumps({"version": VERSION, **meta}, separators=(",", ":")).encode()
     np.savez(buf, **{META: np.frombuffer(payload, dtype=np.uint8)}, **arrays)
-    return buf.getvalue()
+    body = buf.getvalue()
+    return MAGIC + hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body
 
 
 def decode(data: bytes) -> tuple[dict, dict[str, npt.NDArray]]:
+    head = len(MAGIC) + DIGEST_BYTES
+    if not data.startswith(MAGIC) or len(data) < head:
+        raise CheckpointError("not a drift-monitor checkpoint")
+    body = data[head:]
+    if hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() != data[len(MAGIC):head]:
+        raise CheckpointError("checkpoint digest mismatch: the file is corrupt")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        with np.load(io.BytesIO(body), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         meta = json.loads(arrays.pop(META).tobytes())
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError,
+            NotImplementedError, RuntimeError) as exc:  # zipfile raises all of these
         raise CheckpointError(f"unreadable checkpoint: {exc}") from None
-    if meta.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint version {meta.get('version')!r}, expected {VERSION}")
+    if not isinstance(meta, dict) or meta.get("version") != VERSION:
+        version = meta.get("version") if isinstance(meta, dict) else None
+        raise CheckpointError(f"checkpoint version {version!r}, expected {VERSION}")
     return meta, arrays
 
 

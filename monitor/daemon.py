@@ -205,8 +205,8 @@ class Daemon:
             os.makedirs(self.config.state_dir, exist_ok=True)
         except OSError as exc:
             raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
-        tail_state = self._restore()
-        self.reader = Reader(self.config, self.aggregator, tail_state, self.monotonic)
+        self._restore()
+        assert self.reader is not None
         # Where each file starts (start_at: end) is fixed before we report ready.
         self.reader.scan()
         try:
@@ -324,23 +324,29 @@ class Daemon:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _restore(self) -> dict | None:
+    def _restore(self) -> None:
+        """Aggregates and file offsets from the checkpoint, or a fresh start when there
+        is none. A corrupt one is reported in one line and moved aside: never a crash
+        loop, never silently ignored."""
         try:
             saved = checkpoint.read(self.path)
-        except checkpoint.CheckpointError as exc:
+            if saved is not None:
+                meta, arrays = saved
+                dropped = self.aggregator.restore(meta["aggregator"], arrays)
+                self.reader = Reader(self.config, self.aggregator, meta["tail"], self.monotonic)
+                for name in dropped:
+                    log.warning("model state dropped on restore, its classes changed model=%s", name)
+                log.info("checkpoint restored path=%s", self.path)
+        except OSError as exc:
+            raise StateError(f"cannot read checkpoint {self.path}: {exc.strerror}") from None
+        except (checkpoint.CheckpointError, KeyError, ValueError, TypeError, IndexError) as exc:
             aside = checkpoint.move_aside(self.path, self.clock())
             log.error("checkpoint unreadable, starting fresh path=%s moved_to=%s error=%s",
                       self.path, aside, exc)
-            return None
-        except OSError as exc:
-            raise StateError(f"cannot read checkpoint {self.path}: {exc.strerror}") from None
-        if saved is None:
-            return None
-        meta, arrays = saved
-        for name in self.aggregator.restore(meta["aggregator"], arrays):
-            log.warning("model state dropped on restore, its classes changed model=%s", name)
-        log.info("checkpoint restored path=%s", self.path)
-        return meta["tail"]
+            self.aggregator = Aggregator(self.config)
+            self.reader = None
+        if self.reader is None:
+            self.reader = Reader(self.config, self.aggregator, None, self.monotonic)
 
     def _write_checkpoint(self) -> None:
         assert self.reader is not None

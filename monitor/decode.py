@@ -83,11 +83,11 @@ class BlockDecoder:
         spanning lines would need a line ending inside a structure), so with as many
         values as lines they align.
         """
-        if not (_one_object_per_line(data) and _utf8(data)):
+        if not (data and _one_object_per_line(data) and _utf8(data)):
             return None
         try:
             records = self.decoder.decode_lines(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, RecursionError):  # ValidationError is a DecodeError
             return None
         return records if len(records) == lines else None
 
@@ -96,7 +96,7 @@ class BlockDecoder:
             return None
         try:
             return self.decoder.decode(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, RecursionError):
             return None
 
 

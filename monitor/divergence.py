@@ -32,9 +32,9 @@ def floor(b: npt.ArrayLike, epsilon: float) -> Array:
 
 
 def _xlogy(x: Array, y: Array) -> Array:
-    """x * ln(y), with 0 where x == 0 (whatever y is)."""
+    """x * ln(y), with 0 where x == 0 (whatever y is); NaN (no distribution) stays NaN."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(x > 0, x * np.log(np.where(x > 0, y, 1.0)), 0.0)
+        return np.where(x == 0, 0.0, x * np.log(np.where(x == 0, 1.0, y)))
 
 
 def entropy(a: npt.ArrayLike) -> Array:
@@ -53,7 +53,7 @@ def kl(a: npt.ArrayLike, b: npt.ArrayLike) -> Array:
     """KL(A || B) = sum_i A_i ln(A_i / B_i); B must already be floored."""
     a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(a > 0, a / np.where(a > 0, b, 1.0), 1.0)
+        ratio = np.where(a == 0, 1.0, a / np.where(a == 0, 1.0, b))
     # Gibbs: KL >= 0; rounding can leave -1e-16 for equal inputs, which reads oddly.
     return np.maximum(_xlogy(a, ratio).sum(axis=-1), 0.0)
 

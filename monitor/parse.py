@@ -11,12 +11,12 @@ matrix at once.
 from __future__ import annotations
 
 import json
-import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -79,8 +79,14 @@ class Parsed:
     blank: int = 0  # empty lines: skipped, neither ok nor rejected
 
 
-# Resolves a model name to its classes, admitting it if there is room, or says why not.
-Resolver = Callable[[str], "tuple[str, ...] | Reason"]
+class Catalog(Protocol):
+    """The model streams. `classes` looks a name up without admitting it; `admit` takes
+    it in (or says why not) once a line of it has passed every check, so a rejected
+    line never takes one of the `max_models` slots."""
+
+    def classes(self, name: str) -> tuple[str, ...] | Reason: ...
+
+    def admit(self, name: str) -> Reason | None: ...
 
 _MISSING = object()
 
@@ -95,6 +101,10 @@ def _lookup(obj: dict, path: FieldPath) -> object:
     return obj
 
 
+_FRACTION = re.compile(r"\.(\d+)")
+MAX_TS = 253402300800.0  # 10000-01-01: later "times" are garbage, and overflow int64 buckets
+
+
 def parse_timestamp(value: object) -> float:
     """RFC 3339 string or Unix seconds -> Unix seconds; ValueError when neither."""
     if isinstance(value, bool):
@@ -105,13 +115,15 @@ def parse_timestamp(value: object) -> float:
         text = value.strip()
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
+        # Python < 3.11 takes exactly 3 or 6 fraction digits; logs have 1 to 9.
+        text = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text, count=1)
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         ts = moment.timestamp()
     else:
         raise ValueError(value)
-    if not math.isfinite(ts):
+    if not 0 <= ts < MAX_TS:  # also NaN and inf
         raise ValueError(value)
     return ts
 
@@ -138,7 +150,7 @@ def decode(line: bytes) -> dict | Reason:
         return Reason.NOT_UTF8
     try:
         obj = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return Reason.NOT_JSON
     return obj if isinstance(obj, dict) else Reason.NOT_OBJECT
 
@@ -228,7 +240,7 @@ def parse_predictions(
     n: int,
     fields: Fields,
     default_model: str | None,
-    resolve: Resolver,
+    catalog: Catalog,
     now: float,
     sum_tolerance: float,
     decoder: BlockDecoder | None = None,
@@ -250,12 +262,19 @@ def parse_predictions(
         if records is None:
             lines = split(data)
             records = [decoder.decode_line(line) for line in lines]
-        plain = _fast(records, decoder, default_model, resolve, now, rows, classes_of, parsed)
+        plain = _fast(records, decoder, default_model, catalog, now, rows, classes_of, parsed)
     if len(plain):
         lines = lines if lines is not None else split(data)
-        _plain(lines, plain, fields, default_model, resolve, now, rows, classes_of, parsed)
-    for model, r in rows.items():
-        parsed.predictions[model] = _validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
+        _plain(lines, plain, fields, default_model, catalog, now, rows, classes_of, parsed)
+    accepted = [_validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
+                for model, r in rows.items()]
+    # Admission in order of each model's first accepted line.
+    for batch in sorted((b for b in accepted if len(b.index)), key=lambda b: b.index[0]):
+        refusal = catalog.admit(batch.model)
+        if refusal is None:
+            parsed.predictions[batch.model] = batch
+        else:
+            parsed.rejects.extend(Reject(int(i), refusal) for i in batch.index)
     parsed.rejects.sort(key=lambda reject: reject.index)
     return parsed
 
@@ -263,7 +282,7 @@ def parse_predictions(
 _NONE = type(None)
 
 
-def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, resolve: Resolver,
+def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, catalog: Catalog,
           now: float, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
           parsed: Parsed) -> list[int]:
     """Take the regular records of a block into `rows`; return the other lines' indices."""
@@ -288,7 +307,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
             continue
         classes = classes_of.get(model)
         if classes is None:
-            resolved = resolve(model)
+            resolved = catalog.classes(model)
             if isinstance(resolved, Reason):
                 parsed.rejects.extend(Reject(int(i), resolved) for i in index)
                 continue
@@ -324,6 +343,7 @@ def _regular(records: list[Any], get: dict[str, Callable[[Any], Any]], classes: 
                     ok[i], stamps[i] = False, None
     ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
     ts[np.isnan(ts)] = now
+    ok &= (ts >= 0) & (ts < MAX_TS)  # else the plain path says bad_timestamp
     raw = list(map(get["label"], records))
     if not set(map(type, raw)) <= {int, _NONE}:
         names = {name: i for i, name in enumerate(classes)}
@@ -351,7 +371,7 @@ def _regular(records: list[Any], get: dict[str, Callable[[Any], Any]], classes: 
 
 
 def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,
-           resolve: Resolver, now: float, rows: dict[str, _Rows],
+           catalog: Catalog, now: float, rows: dict[str, _Rows],
            classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
     """The plain path: `json.loads` and a check of every field, one line at a time."""
     gathered: dict[str, tuple[list, list, list, list, list]] = {}
@@ -367,7 +387,7 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
             continue
         classes = classes_of.get(model)
         if classes is None:
-            resolved = resolve(model)
+            resolved = catalog.classes(model)
             if isinstance(resolved, Reason):
                 parsed.rejects.append(Reject(i, resolved))
                 continue
@@ -447,12 +467,13 @@ def parse_labels(
     data: bytes,
     fields: Fields,
     default_model: str | None,
-    classes_of: Callable[[str], tuple[str, ...] | Reason],
+    catalog: Catalog,
     now: float,
 ) -> Parsed:
     """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`."""
     lines = split(data)
     parsed = Parsed()
+    admitted: dict[str, object] = {}  # model -> admit()'s answer
     index: list[int] = []
     models: list[str] = []
     ids: list[str] = []
@@ -470,7 +491,7 @@ def parse_labels(
         if reason is None and (request_id is None or raw_label is _MISSING or raw_label is None):
             reason = Reason.MISSING_FIELD
         if reason is None:
-            classes = classes_of(model)
+            classes = catalog.classes(model)
             if isinstance(classes, Reason):
                 reason = classes
         if reason is None:
@@ -484,6 +505,11 @@ def parse_labels(
                 ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
+        if reason is None:
+            refusal = admitted.get(model, _MISSING)
+            if refusal is _MISSING:
+                refusal = admitted[model] = catalog.admit(model)
+            reason = refusal  # type: ignore[assignment]
         if reason is not None:
             parsed.rejects.append(Reject(i, reason))
             continue

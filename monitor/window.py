@@ -71,10 +71,10 @@ class TimeWindow:
     def bucket(self, ts: Array | float) -> npt.NDArray[np.int64]:
         return np.floor(np.asarray(ts) / self.bucket_s).astype(np.int64)
 
-    def start(self, now: Array | float) -> Array:
-        """Oldest time still inside the window when the clock reads `now`."""
-        n = len(self.sums)
-        return (self.bucket(now) - n + 1) * self.bucket_s
+    def outside(self, ts: Array, now: Array | float) -> npt.NDArray[np.bool_]:
+        """Which events are before the window's start when the clock reads `now`
+        (bucket arithmetic, exactly what `add` leaves out)."""
+        return self.bucket(ts) <= self.bucket(now) - len(self.sums)
 
     def advance(self, now: float) -> None:
         """Move the clock to `now` (never backwards), emptying the buckets it leaves."""
@@ -94,7 +94,7 @@ class TimeWindow:
             return
         n = len(self.sums)
         b = self.bucket(ts)
-        keep = (b > self.head - n) & (b <= self.head)
+        keep = (b > self.head - n) & (b <= self.head)  # see `outside`
         if not keep.any():
             return
         if not keep.all():

@@ -175,18 +175,21 @@ def config(models: dict, **top) -> object:
 def test_models_are_admitted_through_the_default_template_up_to_max_models():
     models = Models(config({"fraud": {"classes": ["a", "b"]}, "default": {"classes": ["x", "y", "z"]}},
                            max_models=3))
-    assert models.resolve("fraud") == ("a", "b")
-    assert models.resolve("new1") == ("x", "y", "z")
-    assert models.resolve("new2") == ("x", "y", "z")
-    assert models.resolve("new3") is Reason.TOO_MANY_MODELS
-    assert models.resolve("new1") == ("x", "y", "z")  # admitted ones stay
+    assert models.classes("fraud") == ("a", "b")
+    assert models.classes("new1") == ("x", "y", "z")  # looked up, not admitted
+    assert [m.name for m in models] == ["fraud"]
+    assert models.admit("new1") is None
+    assert models.admit("new2") is None
+    assert models.admit("new3") is Reason.TOO_MANY_MODELS
+    assert models.admit("new1") is None  # admitted ones stay
     assert [m.name for m in models] == ["fraud", "new1", "new2"]
     assert "default" not in [m.name for m in models]
 
 
 def test_models_without_a_default_template_reject_unknown_names():
     models = Models(config({"fraud": {"classes": ["a", "b"]}}))
-    assert models.resolve("other") is Reason.UNKNOWN_MODEL
+    assert models.classes("other") is Reason.UNKNOWN_MODEL
+    assert models.admit("other") is Reason.UNKNOWN_MODEL
     assert [m.name for m in models] == ["fraud"]
 
 

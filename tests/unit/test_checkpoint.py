@@ -110,9 +110,22 @@ def test_garbage_behind_a_zip_signature_is_a_checkpoint_error(data):
 
 
 def npz(**members: np.ndarray) -> bytes:
+    """An npz body in a valid envelope (magic + digest), to reach the inner checks."""
+    import hashlib
+
+    from monitor.checkpoint import DIGEST_BYTES, MAGIC
+
     buf = io.BytesIO()
     np.savez(buf, **members)
-    return buf.getvalue()
+    body = buf.getvalue()
+    return MAGIC + hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body
+
+
+def test_a_bare_npz_without_the_envelope_is_a_checkpoint_error():
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros(2))
+    with pytest.raises(CheckpointError, match="not a drift-monitor checkpoint"):
+        decode(buf.getvalue())
 
 
 def meta_member(text: bytes) -> np.ndarray:

@@ -26,10 +26,19 @@ NOW = 1_700_000_000.0
 DEFAULT_FIELDS = Fields()
 
 
-def resolve(name: str) -> tuple[str, ...] | Reason:
-    if name.startswith("full"):
-        return Reason.TOO_MANY_MODELS
-    return CLASSES.get(name, Reason.UNKNOWN_MODEL)
+class Catalog:
+    """Fixed models; names starting with "full" have classes but find no room."""
+
+    def classes(self, name: str) -> tuple[str, ...] | Reason:
+        return CLASSES.get(name, CLASSES["fraud"] if name.startswith("full") else Reason.UNKNOWN_MODEL)
+
+    def admit(self, name: str) -> Reason | None:
+        if name.startswith("full"):
+            return Reason.TOO_MANY_MODELS
+        return None if name in CLASSES else Reason.UNKNOWN_MODEL
+
+
+resolve = Catalog()
 
 
 @pytest.fixture(params=["plain", "block_decoder"])

@@ -16,8 +16,15 @@ CLASSES = {"fraud": ("legit", "fraud"), "three": ("a", "b", "c")}
 WANTED = ("timestamp", "model", "probabilities", "label", "id")
 
 
-def resolve(name: str) -> tuple[str, ...] | Reason:
-    return CLASSES.get(name, Reason.UNKNOWN_MODEL)
+class Catalog:
+    def classes(self, name: str) -> tuple[str, ...] | Reason:
+        return CLASSES.get(name, Reason.UNKNOWN_MODEL)
+
+    def admit(self, name: str) -> Reason | None:
+        return None if name in CLASSES else Reason.UNKNOWN_MODEL
+
+
+resolve = Catalog()
 
 
 values = st.one_of(
