@@ -11,6 +11,7 @@ never go backwards across a crash.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ from monitor.tail import Block, FileRecord, Tailer
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 8 << 20  # bytes per sweep over the sources, between checks for signals
+CATCH_UP_BYTES = 64 << 20  # a backlog above this at start-up gets progress lines
 MAX_BACKOFF_S = 60.0
 WAKE, RELOAD, STOP = "wake", "reload", "stop"
 
@@ -56,6 +58,34 @@ class Throttle:
             return None
         self.last[key] = now
         return self.suppressed.pop(key, 0)
+
+
+class CatchUp:
+    """Logs progress while a daemon that started far behind reads its backlog."""
+
+    def __init__(self, backlog: int, monotonic: Callable[[], float], every_s: float = 5.0) -> None:
+        self.backlog = backlog
+        self.monotonic = monotonic
+        self.every_s = every_s
+        self.started = self.last = monotonic()
+        self.done = 0
+        log.info("catching up backlog=%.1fMiB", backlog / 2**20)
+
+    def progress(self, read: int) -> bool:
+        """Count `read` bytes; True once caught up (a sweep that found nothing)."""
+        self.done += read
+        now = self.monotonic()
+        elapsed = max(now - self.started, 1e-9)
+        if read == 0:
+            log.info("caught up read=%.1fMiB in %.1fs", self.done / 2**20, elapsed)
+            return True
+        if now - self.last >= self.every_s:
+            self.last = now
+            rate = self.done / elapsed
+            log.info("catching up done=%.1fMiB of %.1fMiB rate=%.1fMiB/s eta=%.0fs",
+                     self.done / 2**20, self.backlog / 2**20, rate / 2**20,
+                     max(self.backlog - self.done, 0) / max(rate, 1.0))
+        return False
 
 
 class Reader:
@@ -185,6 +215,7 @@ class Daemon:
         ))
         self.aggregator = Aggregator(config)
         self.reader: Reader | None = None
+        self.catch_up: CatchUp | None = None
         self.server: MetricsServer | None = None
         self.observer: object | None = None
 
@@ -222,6 +253,11 @@ class Daemon:
                              f"{self.config.listen_port}: {exc.strerror}") from None
         self.server.start()
         self.observer = self._watch()
+        backlog = self.reader.backlog_bytes()
+        if backlog > CATCH_UP_BYTES:
+            self.catch_up = CatchUp(backlog, self.monotonic)
+        # Start-up objects live for good: keep the cyclic GC from re-scanning them.
+        gc.freeze()
         log.info("started listen=http://%s:%d/metrics sources=%d models=%d",
                  self.config.listen_host, self.server.port, len(self.reader.sources),
                  len(self.config.models))
@@ -236,6 +272,8 @@ class Daemon:
             if mono >= next_poll:
                 read = self.reader.step(self.clock())
                 self.dirty = self.dirty or read > 0
+                if self.catch_up is not None and self.catch_up.progress(read):
+                    self.catch_up = None
                 # More data may be waiting: poll again at once instead of sleeping.
                 next_poll = mono if read else mono + self.config.poll_interval_s
             if mono >= self.next_checkpoint:
