@@ -69,7 +69,8 @@ class ModelState:
         self.k = k
         self.reference = make_reference(config.reference, k)
         self.windows: list[TimeWindow | CountWindow] = [
-            TimeWindow(w.duration_s, k) if w.duration_s is not None else CountWindow(w.count or 1, k)
+            TimeWindow(w.duration_s, k) if w.duration_s is not None
+            else CountWindow(w.count or 1, k, config.epsilon)
             for w in config.windows
         ]
         self.time_windows = [w for w in self.windows if isinstance(w, TimeWindow)]
@@ -109,7 +110,7 @@ class ModelState:
             if isinstance(window, TimeWindow):
                 window.add(batch.ts, rows)
             else:
-                window.add(batch.probs, batch.labels, logloss)
+                window.add(batch.probs, batch.labels)
         known = batch.labels[batch.labels >= 0]
         self.predictions_total += n
         self.labels_total += np.bincount(known, minlength=self.k)
@@ -129,7 +130,7 @@ class ModelState:
             if isinstance(window, TimeWindow):
                 window.add(joined.ts, rows)
             else:
-                window.set_labels(joined.seq, joined.labels, logloss)
+                window.set_labels(joined.seq, joined.labels)
         self.labels_total += np.bincount(joined.labels, minlength=self.k)
 
     def snapshot(self, now: float) -> ModelSnapshot:

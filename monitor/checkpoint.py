@@ -2,10 +2,12 @@
 
 One file holds the file offsets and the aggregates as of exactly those offsets, so a
 restart resumes with neither a line counted twice nor one lost. The format is a magic
-line, a BLAKE2b digest of the rest, then an uncompressed .npz (a zip of .npy arrays,
-loaded with allow_pickle=False: no code runs on load) with a JSON metadata member;
-`version` guards the layout. The digest turns any corruption (a torn or flipped byte
-that zip's own checks may miss) into one clear error instead of wrong state.
+line, an uncompressed .npz (a zip of .npy arrays, loaded with allow_pickle=False: no
+code runs on load) with a JSON metadata member, and a BLAKE2b digest of the two as a
+trailer; `version` guards the layout. The digest turns any corruption (a torn or
+flipped byte that zip's own checks may miss) into one clear error instead of wrong
+state. It is a trailer so that the file streams to disk in one pass: the state can be
+tens of MB (count windows), and a copy of it in memory would double the peak.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import time
 import zipfile
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -33,20 +36,51 @@ class CheckpointError(MonitorError):
     """A checkpoint that cannot be read: corrupt, truncated or from an unknown version."""
 
 
-def encode(meta: dict, arrays: dict[str, npt.NDArray]) -> bytes:
-    buf = io.BytesIO()
+class _HashingWriter:
+    """Passes writes on to `sink`, hashing them (zipfile streams to it, unseekable)."""
+
+    def __init__(self, sink: Callable[[bytes], object]) -> None:
+        self.sink = sink
+        self.hash = hashlib.blake2b(digest_size=DIGEST_BYTES)
+        self.position = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.position += len(data)
+        self.sink(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.position
+
+    def flush(self) -> None:
+        """Every write already reached the sink."""
+
+    def read(self, size: int = -1) -> bytes:
+        # numpy takes an object with `read` for a file; zipfile only writes to it.
+        raise io.UnsupportedOperation("write-only")
+
+
+def _stream(sink: Callable[[bytes], object], meta: dict, arrays: dict[str, npt.NDArray]) -> None:
     payload = json.dumps({"version": VERSION, **meta}, separators=(",", ":")).encode()
-    np.savez(buf, **{META: np.frombuffer(payload, dtype=np.uint8)}, **arrays)
-    body = buf.getvalue()
-    return MAGIC + hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body
+    sink(MAGIC)
+    writer = _HashingWriter(sink)
+    np.savez(writer, **{META: np.frombuffer(payload, dtype=np.uint8)}, **arrays)  # type: ignore[arg-type]
+    sink(writer.hash.digest())
+
+
+def encode(meta: dict, arrays: dict[str, npt.NDArray]) -> bytes:
+    """The bytes `write` puts on disk (for tests and tools)."""
+    buf = io.BytesIO()
+    _stream(buf.write, meta, arrays)
+    return buf.getvalue()
 
 
 def decode(data: bytes) -> tuple[dict, dict[str, npt.NDArray]]:
-    head = len(MAGIC) + DIGEST_BYTES
-    if not data.startswith(MAGIC) or len(data) < head:
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + DIGEST_BYTES:
         raise CheckpointError("not a drift-monitor checkpoint")
-    body = data[head:]
-    if hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() != data[len(MAGIC):head]:
+    body, digest = data[len(MAGIC):-DIGEST_BYTES], data[-DIGEST_BYTES:]
+    if hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() != digest:
         raise CheckpointError("checkpoint digest mismatch: the file is corrupt")
     try:
         with np.load(io.BytesIO(body), allow_pickle=False) as npz:
@@ -61,18 +95,14 @@ def decode(data: bytes) -> tuple[dict, dict[str, npt.NDArray]]:
     return meta, arrays
 
 
-def write_atomic(path: str, data: bytes) -> None:
-    """Write, fsync, rename over `path`, fsync the folder: after a crash the file is
-    either the old checkpoint or the new one, never a mix."""
+def write(path: str, meta: dict, arrays: dict[str, npt.NDArray]) -> None:
+    """Stream to a temp file, fsync, rename over `path`, fsync the folder: after a crash
+    the file is either the old checkpoint or the new one, never a mix."""
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with open(tmp, "wb") as fh:
+        _stream(fh.write, meta, arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
     dir_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
     try:

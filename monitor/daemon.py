@@ -389,9 +389,8 @@ class Daemon:
     def _write_checkpoint(self) -> None:
         assert self.reader is not None
         meta, arrays = self.aggregator.state()
-        data = checkpoint.encode({"aggregator": meta, "tail": self.reader.state(),
-                                  "written_at": self.clock()}, arrays)
-        checkpoint.write_atomic(self.path, data)
+        checkpoint.write(self.path, {"aggregator": meta, "tail": self.reader.state(),
+                                     "written_at": self.clock()}, arrays)
         self.last_durable = self.monotonic()
         self.dirty = False
         self.snapshot = self.aggregator.snapshot(self.clock())

@@ -115,54 +115,53 @@ class TimeWindow:
 
 
 class CountWindow:
-    """Exactly the model's last `count` predictions, one ring row per prediction."""
+    """Exactly the model's last `count` predictions, one ring row per prediction.
 
-    def __init__(self, count: int, k: int) -> None:
+    Eviction needs each evicted vector exactly, so the ring holds every row (float64;
+    float32 would put B off by ~1e-8). Log loss is recomputed from the row and its label
+    when read, instead of being stored: the ring is most of a model's memory."""
+
+    def __init__(self, count: int, k: int, epsilon: float = 1e-12) -> None:
         self.count = count
         self.k = k
+        self.epsilon = epsilon
         self.probs = np.zeros((count, k))
-        self.labels = np.full(count, -1, dtype=np.int32)
-        self.logloss = np.zeros(count)
+        self.labels = np.full(count, -1, dtype=np.int16 if k < 2**15 else np.int32)
         self.seen = 0  # predictions ever added: the sequence number of the next one
 
-    def add(self, probs: Array, labels: npt.NDArray[np.int64], logloss: Array) -> None:
+    def add(self, probs: Array, labels: npt.NDArray[np.int64]) -> None:
         n = len(probs)
         if n > self.count:
             skip = n - self.count
-            probs, labels, logloss = probs[skip:], labels[skip:], logloss[skip:]
+            probs, labels = probs[skip:], labels[skip:]
             self.seen += skip
             n = self.count
         pos = (self.seen + np.arange(n)) % self.count
         self.probs[pos] = probs
         self.labels[pos] = labels
-        self.logloss[pos] = np.where(labels >= 0, logloss, 0.0)
         self.seen += n
 
-    def set_labels(self, seq: npt.NDArray[np.int64], labels: npt.NDArray[np.int64],
-                   logloss: Array) -> None:
+    def set_labels(self, seq: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> None:
         """Label predictions by sequence number; those already evicted are ignored."""
         inside = seq >= self.seen - self.count
-        pos = seq[inside] % self.count
-        self.labels[pos] = labels[inside]
-        self.logloss[pos] = logloss[inside]
+        self.labels[seq[inside] % self.count] = labels[inside]
 
     def total(self) -> Array:
         k = self.k
         row = np.zeros(row_width(k))
-        known = self.labels >= 0
+        known = np.flatnonzero(self.labels >= 0)
+        labels = self.labels[known]
         row[PRED] = min(self.seen, self.count)
-        row[LABELLED] = np.count_nonzero(known)
-        row[LOGLOSS] = self.logloss[known].sum()
+        row[LABELLED] = len(known)
+        row[LOGLOSS] = -np.log(np.maximum(self.probs[known, labels], self.epsilon)).sum()
         row[PROBS:PROBS + k] = self.probs.sum(axis=0)
-        row[PROBS + k:] = np.bincount(self.labels[known], minlength=k)
+        row[PROBS + k:] = np.bincount(labels, minlength=k)
         return row
 
     def state(self) -> dict[str, Array]:
-        return {"probs": self.probs, "labels": self.labels, "logloss": self.logloss,
-                "seen": np.array([self.seen])}
+        return {"probs": self.probs, "labels": self.labels, "seen": np.array([self.seen])}
 
     def restore(self, state: dict[str, Array]) -> None:
         self.probs[:] = state["probs"]
         self.labels[:] = state["labels"]
-        self.logloss[:] = state["logloss"]
         self.seen = int(state["seen"][0])

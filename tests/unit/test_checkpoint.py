@@ -110,7 +110,7 @@ def test_garbage_behind_a_zip_signature_is_a_checkpoint_error(data):
 
 
 def npz(**members: np.ndarray) -> bytes:
-    """An npz body in a valid envelope (magic + digest), to reach the inner checks."""
+    """An npz body in a valid envelope (magic, body, digest), to reach the inner checks."""
     import hashlib
 
     from monitor.checkpoint import DIGEST_BYTES, MAGIC
@@ -118,7 +118,7 @@ def npz(**members: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **members)
     body = buf.getvalue()
-    return MAGIC + hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest() + body
+    return MAGIC + body + hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest()
 
 
 def test_a_bare_npz_without_the_envelope_is_a_checkpoint_error():

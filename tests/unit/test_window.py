@@ -164,9 +164,7 @@ def test_count_window_holds_exactly_the_last_n_predictions(count, batches):
         if batch:
             probs = np.array([p for p, _ in batch])
             labels = np.array([label for _, label in batch], dtype=np.int64)
-            logloss = np.array([-math.log(max(p[label], 1e-12)) if label >= 0 else 0.0
-                                for p, label in batch])
-            window.add(probs, labels, logloss)
+            window.add(probs, labels)
         oracle.extend((0.0, p, label) for p, label in batch)
         Totals.of(K, list(oracle)).assert_matches(window.total())
 
@@ -177,13 +175,12 @@ def test_count_window_holds_exactly_the_last_n_predictions(count, batches):
 def test_count_window_set_labels_ignores_evicted_sequence_numbers(count, n, updates, data):
     window = CountWindow(count, K)
     probs = np.array([data.draw(distributions(K)) for _ in range(n)]).reshape(n, K)
-    window.add(probs, np.full(n, -1, dtype=np.int64), np.zeros(n))
+    window.add(probs, np.full(n, -1, dtype=np.int64))
     labels = [-1] * n
     for seq, label in updates:
         if seq >= n:
             continue  # only sequence numbers already predicted can be joined
-        window.set_labels(np.array([seq]), np.array([label]),
-                          np.array([-math.log(max(probs[seq, label], 1e-12))]))
+        window.set_labels(np.array([seq]), np.array([label]))
         if seq >= n - count:
             labels[seq] = label  # still in the window; an evicted one changes nothing
     last = [(0.0, probs[i], labels[i]) for i in range(max(0, n - count), n)]
@@ -194,7 +191,7 @@ def test_a_batch_longer_than_the_count_window_keeps_its_tail():
     window = CountWindow(3, 2)
     probs = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 3)
     labels = np.array([0, 0, 0, 0, 1, -1, 1], dtype=np.int64)
-    window.add(probs, labels, np.zeros(7))
+    window.add(probs, labels)
     total = window.total()
     Totals.of(2, [(0.0, p, int(label)) for p, label in zip(probs[-3:], labels[-3:])]).assert_matches(
         total, abs_=1e-9)
