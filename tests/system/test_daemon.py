@@ -28,8 +28,10 @@ def independent(labels: list[int], probs: np.ndarray, eps: float = 1e-12) -> dic
     return {"kl": kl, "ce": kl + s, "s": s, "js": js, "logloss": logloss}
 
 
-def test_line_appended_to_watched_file_shows_in_metrics_within_2s(daemon_factory, logs):
-    d = daemon_factory({"sources": [source(logs / "p-*.jsonl")],
+@pytest.mark.parametrize("watch", ["auto", "poll"])
+def test_line_appended_to_watched_file_shows_in_metrics_within_2s(daemon_factory, logs, watch):
+    d = daemon_factory({"sources": [source(logs / "p-*.jsonl")], "watch": watch,
+                        "poll_interval": "1s", "checkpoint_interval": "1s",
                         "models": {"fraud": model_config()}}).start()
     assert d.value("model_drift_predictions_total", model="fraud") == 0
     append(logs / "p-1.jsonl", [{"ts": time.time(), "probs": [0.2, 0.8], "label": 1}])

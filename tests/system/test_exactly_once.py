@@ -362,3 +362,23 @@ def test_sighup_reload_with_bad_then_good_config_while_lines_flow(daemon_factory
     # State was kept: the 1h window still holds everything written before the reload.
     assert d.value("model_drift_window_predictions", model="fraud", window="1h") == writer.total
     assert d.stop() == 0
+
+
+def test_failing_checkpoints_are_counted_retried_and_never_published_early(daemon_factory, logs):
+    path = logs / "app.jsonl"
+    append(path, [{"probs": [0.5, 0.5]}] * 3)
+    d = daemon_factory(config_for(path)).start()
+    d.wait_value("model_drift_predictions_total", 3, model="fraud")
+    blocker = Path(d.config["state_dir"]) / "checkpoint.npz.tmp"
+    blocker.mkdir()  # the temp file cannot be created: as good as a full disk
+    append(path, [{"probs": [0.5, 0.5]}] * 4)
+    wait_until(lambda: d.value("drift_monitor_checkpoint_failures_total") >= 2, 15)
+    samples = d.scrape()
+    # Not durable, so not shown: a kill -9 now must not make the counter go back.
+    assert value(samples, "model_drift_predictions_total", model="fraud") == 3
+    assert value(samples, "drift_monitor_checkpoint_age_seconds") > 0.5
+    assert "checkpoint failed" in d.log()
+    blocker.rmdir()
+    d.wait_value("model_drift_predictions_total", 7, timeout_s=30, model="fraud")
+    assert d.value("drift_monitor_checkpoint_age_seconds") < 5
+    assert d.stop() == 0
