@@ -17,6 +17,8 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
+import simdjson
 
 from monitor.config import FieldPath, Fields
 
@@ -24,7 +26,9 @@ from monitor.config import FieldPath, Fields
 _TYPES: dict[str, Any] = {
     "timestamp": float | str | None,
     "model": str | None,
-    "probabilities": list[float] | dict[str, float] | None,
+    # Kept raw: parse.py turns a block's lists into one matrix with one simdjson parse
+    # (`probability_rows`), never building a Python float per entry.
+    "probabilities": msgspec.Raw,
     "prediction": int | str | None,
     "label": int | str | None,
     "id": str | int | None,
@@ -61,6 +65,9 @@ class BlockDecoder:
         self.root = self._struct((), names, leaves)
         self.decoder = msgspec.json.Decoder(self.root)
         self.get = {name: _getter(path, names) for name, path in paths.items()}
+        # One parser, reused: a fresh one per block re-allocates (and page-faults) its
+        # buffers every time, which cost more than the parse at K=100.
+        self.parser = simdjson.Parser()
 
     def _struct(self, prefix: FieldPath, names: dict[FieldPath, str],
                 leaves: dict[FieldPath, Any]) -> type:
@@ -70,7 +77,7 @@ class BlockDecoder:
             if len(path) != len(prefix) + 1 or path[: len(prefix)] != prefix:
                 continue
             kind = leaves.get(path) or self._struct(path, names, leaves) | None
-            members.append((attr, kind, None))
+            members.append((attr, kind, msgspec.Raw() if kind is msgspec.Raw else None))
             rename[attr] = path[-1]
         return msgspec.defstruct("Line" + "_".join(prefix), members, rename=rename, gc=False)
 
@@ -91,6 +98,44 @@ class BlockDecoder:
             return None
         return records if len(records) == lines else None
 
+    def probability_rows(self, raws: list[Any], k: int
+                             ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+        """Raw JSON probability lists -> (which are plain lists of k numbers, an (n, k) matrix).
+
+        All lists go into one JSON array of arrays that simdjson parses straight into
+        doubles, no Python float per entry (2.5x faster than msgspec floats + np.array at
+        K=100). simdjson flattens nested lists, so each list must have k entries and hold
+        no list itself; anything else in the block (an object, a string, null) makes it go
+        one list at a time, and rows that are not plain lists of k numbers are left to
+        the plain path (`ok` False).
+        """
+        n = len(raws)
+        matrix = np.full((n, k), np.nan)
+        if None not in raws and all(raws):  # an absent field decodes to an empty Raw
+            text = b"[" + b",".join(raws) + b"]"
+            try:
+                doc = self.parser.parse(text)
+                lengths = np.fromiter(map(len, doc), np.int64, n)
+                values = np.frombuffer(doc.as_buffer(of_type="d"))
+            except (ValueError, TypeError):  # an object, a string, null inside
+                values = np.zeros(0)
+            except RuntimeError:  # a document still referenced (never expected): start over
+                self.parser = simdjson.Parser()
+                values = np.zeros(0)
+            if (values.size == n * k and (lengths == k).all()
+                    and np.count_nonzero(np.frombuffer(text, np.uint8) == _OPEN_LIST) == n + 1):
+                matrix[:] = values.reshape(n, k)
+                return np.ones(n, dtype=bool), matrix
+        ok = np.zeros(n, dtype=bool)
+        for i, raw in enumerate(raws):
+            try:
+                row = _LIST.decode(raw) if raw else ()
+            except msgspec.DecodeError:
+                continue
+            if len(row) == k:
+                matrix[i], ok[i] = row, True
+        return ok, matrix
+
     def decode_line(self, line: bytes) -> Any | None:
         if not _utf8(line):
             return None
@@ -98,6 +143,10 @@ class BlockDecoder:
             return self.decoder.decode(line)
         except (msgspec.DecodeError, RecursionError):
             return None
+
+
+_OPEN_LIST = ord("[")
+_LIST = msgspec.json.Decoder(list[float])
 
 
 def _one_object_per_line(data: bytes) -> bool:

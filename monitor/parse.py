@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -313,7 +313,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
                 continue
             classes = classes_of[model] = resolved
         chosen = records if len(members) == len(records) else [records[i] for i in members]
-        regular, ts, labels, ids, probs = _regular(chosen, get, classes, now)
+        regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, now)
         plain.extend(index[~regular].tolist())
         if regular.any():
             rows.setdefault(model, _Rows()).add(index[regular], ts, probs, labels, ids)
@@ -323,16 +323,13 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
     return sorted(plain)
 
 
-def _regular(records: list[Any], get: dict[str, Callable[[Any], Any]], classes: tuple[str, ...],
+def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...],
              now: float) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
     """Which records have the common shape, and their columns (for those only)."""
     k = len(classes)
     n = len(records)
-    probs = list(map(get["probabilities"], records))
-    if set(map(type, probs)) == {list}:
-        ok = np.fromiter(map(len, probs), np.int64, n) == k
-    else:
-        ok = np.fromiter((type(p) is list and len(p) == k for p in probs), bool, n)
+    get = decoder.get
+    ok, matrix = decoder.probability_rows(list(map(get["probabilities"], records)), k)
     stamps = list(map(get["timestamp"], records))
     if not set(map(type, stamps)) <= {float, _NONE}:
         for i, t in enumerate(stamps):
@@ -363,11 +360,9 @@ def _regular(records: list[Any], get: dict[str, Callable[[Any], Any]], classes: 
         if not set(map(type, ids)) <= {str, _NONE}:
             ok &= np.fromiter((type(x) is not int for x in ids), bool, n)
     if ok.all():
-        matrix = np.array(probs, dtype=np.float64).reshape(n, k)
         return ok, ts, labels, ids, matrix
     keep = np.flatnonzero(ok)
-    matrix = np.array([probs[i] for i in keep], dtype=np.float64).reshape(len(keep), k)
-    return ok, ts[keep], labels[keep], [ids[i] for i in keep], matrix
+    return ok, ts[keep], labels[keep], [ids[i] for i in keep], matrix[keep]
 
 
 def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,

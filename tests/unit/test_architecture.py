@@ -14,9 +14,9 @@ import monitor
 
 PACKAGE = Path(monitor.__file__).parent
 CORE = ("parse", "join", "window", "reference", "divergence", "aggregate")
-# decode.py is parse's fast path (part of the parse stage); msgspec is its declared,
-# measured dependency and may be used there only.
-THIRD_PARTY = {"numpy": set(CORE) | {"decode"}, "msgspec": {"decode"}}
+# decode.py is parse's fast path (part of the parse stage); msgspec and simdjson are its
+# declared, measured dependencies and may be used there only.
+THIRD_PARTY = {"numpy": set(CORE) | {"decode"}, "msgspec": {"decode"}, "simdjson": {"decode"}}
 FORBIDDEN = {"os", "time", "threading", "logging", "socket", "prometheus_client", "subprocess",
              "signal", "asyncio", "multiprocessing", "watchdog"}
 # What core modules may import from the package: each other, and config/errors (frozen
