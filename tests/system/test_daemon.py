@@ -30,6 +30,7 @@ def log_loss(labels: list[int], probs: np.ndarray, eps: float = 1e-12) -> float:
     return float(np.mean(-np.log(np.maximum(probs[np.arange(len(labels)), labels], eps))))
 
 
+@pytest.mark.parametrize("watch", ["auto", "poll"])
 def test_line_appended_to_watched_file_shows_in_metrics_within_2s(daemon_factory, logs, watch):
     d = daemon_factory({"sources": [source(logs / "p-*.jsonl")], "watch": watch,
                         "poll_interval": "1s", "checkpoint_interval": "1s",
