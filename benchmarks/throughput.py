@@ -966,9 +966,20 @@ def machine() -> str:
         except PackageNotFoundError:
             versions.append(f"{name} missing")
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    spec = importlib.util.find_spec("monitor")
+    where = os.path.dirname(spec.origin) if spec and spec.origin else "?"
+    try:
+        commit = subprocess.run(["git", "-C", where, "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", where, "status", "--porcelain", "."],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        source = f"git {commit}" + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        source = "not a git checkout"
     return (f"Machine: {cpu}, {os.cpu_count()} cores (under test on CPU {DUT_CPU}, load on "
             f"CPU {LOAD_CPU}), Linux {platform.release()}, Python {platform.python_version()}, "
-            + ", ".join(versions) + f"; load average {load} at start")
+            + ", ".join(versions) + f"\nCode: monitor from {where} ({source}); "
+            f"load average {load} at start")
 
 
 SECTIONS = ("replay", "lag", "scrape", "memory", "idle", "checkpoint")
