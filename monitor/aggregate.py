@@ -195,6 +195,10 @@ class ModelState:
             part = _prefixed(state, f"window.{spec.name}.")
             if part:
                 window.restore(part)
+            elif isinstance(window, CountWindow):
+                # New in the config: empty, but numbered like the model's predictions so
+                # that labels joined later land on the right rows.
+                window.seen = self.predictions_total
 
 
 def _prefixed(state: dict[str, Array], prefix: str) -> dict[str, Array]:
@@ -322,8 +326,7 @@ class Aggregator:
     def _decoder(self, source: SourceConfig) -> BlockDecoder | None:
         decoder = self.decoders.get(source.name, False)
         if decoder is False:
-            wanted = ("timestamp", "model", "probabilities", "label") + (
-                ("id",) if self.config.labels else ())  # ids only matter for joins
+            wanted = ("timestamp", "model", "probabilities", "label", "id")
             try:
                 decoder = BlockDecoder(source.fields, wanted)
             except ValueError:

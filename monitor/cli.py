@@ -36,7 +36,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     aggregator = Aggregator(config)
-    reader = Reader(config, aggregator)
+    reader = Reader(config, aggregator, from_start=True)
     gc.freeze()  # start-up objects live for good: keep the cyclic GC off them
     progress = Progress(time.monotonic) if sys.stderr.isatty() else None
     done = 0

@@ -21,7 +21,7 @@ from monitor.errors import ConfigError, ConfigErrors
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
-DEFAULT_LISTEN = "127.0.0.1:9841"
+MAX_COUNT = 10_000_000  # rows in a count window
 FieldPath = tuple[str, ...]
 
 
@@ -203,9 +203,9 @@ def _choice(*choices: str) -> Callable[[object], str]:
 def _listen(value: object) -> tuple[str, int]:
     text = _string(value)
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT (0.0.0.0:PORT for every interface), got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def _fields(reader: _Reader, raw: object, path: str) -> Fields:
@@ -258,12 +258,19 @@ def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
             reader.fail(path, "expected a duration like 5m or {count: N}")
             return None
         count = reader.get(data, "count", path, _int(1), None)
+        if count is not None and count > MAX_COUNT:
+            reader.fail(_join(path, "count"), f"at most {MAX_COUNT} (each holds a row of K floats)")
+            return None
         return None if count is None else WindowSpec(f"count:{count}", count=count)
     try:
-        return WindowSpec(str(raw).strip(), duration_s=parse_duration(raw))
+        spec = WindowSpec(str(raw).strip(), duration_s=parse_duration(raw))
     except ValueError as exc:
         reader.fail(path, str(exc))
         return None
+    if spec.duration_s is not None and spec.duration_s < 1.0:
+        reader.fail(path, f"a time window must be at least 1s, got {raw!r}")
+        return None
+    return spec
 
 
 def _reference(reader: _Reader, raw: object, path: str, n_classes: int) -> ReferenceSpec:
@@ -306,6 +313,8 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
     if not isinstance(classes, list) or len(classes) < 2:
         reader.fail(cpath, "expected a list of at least 2 class names")
         return None
+    if not all(isinstance(c, str) and c for c in classes):
+        reader.fail(cpath, "class names must be non-empty strings (quote numbers: \"0\")")
     names = tuple(str(c) for c in classes)
     if len(set(names)) != len(names):
         reader.fail(cpath, "class names must be unique")
@@ -357,7 +366,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
             sources.append(_source(reader, item, f"{key}[{i}]", base_dir, is_labels))
     predictions = tuple(s for s in sources if isinstance(s, SourceConfig))
     labels = tuple(s for s in sources if isinstance(s, LabelSourceConfig))
-    if "sources" not in data and raw is not None:
+    if not predictions and raw is not None and "sources" not in {e.path for e in reader.errors}:
         reader.fail("sources", "required: at least one prediction log")
     seen: set[str] = set()
     for key, group in (("sources", predictions), ("labels", labels)):
@@ -369,8 +378,11 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
     models: dict[str, ModelConfig] = {}
     default = None
     raw_models = data.get("models")
-    if not isinstance(raw_models, dict) or not raw_models:
+    if raw_models is None or raw_models == {}:
         reader.fail("models", "required: a mapping of model name to its classes and windows")
+    elif not isinstance(raw_models, dict):
+        kind = type(raw_models).__name__
+        reader.fail("models", f"expected a mapping of model name to its settings, got {kind}")
     else:
         for name, item in raw_models.items():
             model = _model(reader, item, f"models.{name}")

@@ -89,7 +89,8 @@ class CatchUp:
 
 
 class Reader:
-    """Tails every source and feeds the aggregator; shared by `run` and `replay`."""
+    """Tails every source and feeds the aggregator; shared by `run` and `replay`
+    (which reads every file `from_start`, whatever `start_at` says)."""
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class Reader:
         tail_state: dict | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         tailers: dict[str, Tailer] | None = None,
+        from_start: bool = False,
     ) -> None:
         self.config = config
         self.aggregator = aggregator
@@ -111,11 +113,12 @@ class Reader:
             if old is not None and old.pattern == source.path:
                 self.tailers[source.name] = old
                 continue
-            saved = state.get(source.name, {})
+            saved = state.get(source.name) or next(
+                (v for v in state.values() if v.get("path") == source.path), {})
             self.tailers[source.name] = Tailer(
                 source.path,
                 config.max_line_bytes,
-                start_at_end=source.start_at == "end",
+                start_at_end=source.start_at == "end" and not from_start,
                 records=[FileRecord(**r) for r in saved.get("files", [])],
                 history=saved.get("history"),
                 monotonic=monotonic,
@@ -125,7 +128,9 @@ class Reader:
                 old.close()
 
     def step(self, now: float, arrival: float | None = None, budget: int = READ_BUDGET) -> int:
-        """One sweep: read up to `budget` bytes per source; returns the bytes read.
+        """One sweep: read up to `budget` bytes per source; returns how much changed
+        (bytes consumed, plus one per change of the files followed): 0 means nothing
+        new to checkpoint.
 
         `now` is the window clock (wall time; -inf in replay, where the clock is the
         newest event), `arrival` stamps lines that carry no time (default `now`).
@@ -134,10 +139,10 @@ class Reader:
         total = 0
         for source in self.sources:
             tailer = self.tailers[source.name]
-            before = tailer_position(tailer)
+            before = tailer.progress
             for block in tailer.poll(budget):
                 self._ingest(source, block, now, stamp)
-            total += tailer_position(tailer) - before
+            total += tailer.progress - before
         return total
 
     def _ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
@@ -163,7 +168,8 @@ class Reader:
 
     def state(self) -> dict:
         return {
-            name: {"files": [asdict(r) for r in t.records()], "history": dict(t.history)}
+            name: {"path": t.pattern, "files": [asdict(r) for r in t.records()],
+                   "history": dict(t.history)}
             for name, t in self.tailers.items()
         }
 
@@ -178,10 +184,6 @@ class Reader:
     def close(self) -> None:
         for tailer in self.tailers.values():
             tailer.close()
-
-
-def tailer_position(tailer: Tailer) -> int:
-    return sum(f.record.offset for f in tailer.files.values())
 
 
 class Daemon:
@@ -224,10 +226,12 @@ class Daemon:
     def run(self) -> int:
         with self.capture_signals():
             self.startup()
+            clean = False
             try:
                 self.main_loop()
+                clean = True
             finally:
-                self.shutdown()
+                self.shutdown(clean)
         return 0
 
     def startup(self) -> None:
@@ -287,15 +291,19 @@ class Daemon:
                 elif message == STOP:
                     self.stopping = True
 
-    def shutdown(self) -> None:
+    def shutdown(self, clean: bool = True) -> None:
+        """Stop watching, write the final checkpoint (only after a clean stop: after an
+        unexpected error, a block may be half applied; the last checkpoint is right),
+        close files, stop serving."""
         if self.observer is not None:
             self.observer.stop()  # type: ignore[attr-defined]
             self.observer.join(timeout=2)  # type: ignore[attr-defined]
         if self.reader is not None:
-            try:
-                self._write_checkpoint()
-            except OSError as exc:
-                log.error("final checkpoint failed path=%s error=%s", self.path, exc.strerror)
+            if clean:
+                try:
+                    self._write_checkpoint()
+                except OSError as exc:
+                    log.error("final checkpoint failed path=%s error=%s", self.path, exc.strerror)
             self.reader.close()
         if self.server is not None:
             self.server.stop()

@@ -101,6 +101,8 @@ def _lookup(obj: dict, path: FieldPath) -> object:
     return obj
 
 
+MAX_NAME = 200  # characters in a model name
+MAX_FUTURE_S = 86400.0  # how far ahead of its arrival an event may be stamped
 _FRACTION = re.compile(r"\.(\d+)")
 MAX_TS = 253402300800.0  # 10000-01-01: later "times" are garbage, and overflow int64 buckets
 
@@ -124,6 +126,15 @@ def parse_timestamp(value: object) -> float:
     else:
         raise ValueError(value)
     if not 0 <= ts < MAX_TS:  # also NaN and inf
+        raise ValueError(value)
+    return ts
+
+
+def event_time(value: object, arrival: float) -> float:
+    """An event's time; one stamped more than MAX_FUTURE_S after its arrival is a bad
+    timestamp: windows never move back, so it would empty them all for good."""
+    ts = parse_timestamp(value)
+    if ts > arrival + MAX_FUTURE_S:
         raise ValueError(value)
     return ts
 
@@ -178,7 +189,19 @@ def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
     value = _lookup(obj, fields.model)
     if value is _MISSING or value is None:
         return default if default is not None else Reason.MISSING_FIELD
-    return value if isinstance(value, str) and value else Reason.BAD_MODEL
+    return value if valid_name(value) else Reason.BAD_MODEL
+
+
+def valid_name(value: object) -> bool:
+    """A model name fit for a Prometheus label: a short, encodable, non-empty string
+    (a lone surrogate would break every later scrape)."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_NAME:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _vector(obj: dict, fields: Fields, classes: Sequence[str]) -> list[float] | Reason:
@@ -302,7 +325,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
     for name, members in groups.items():
         model = default_model if name is None else name
         index = np.asarray(members if present is None else [present[i] for i in members], np.int64)
-        if not model:  # no model at all, or an empty name: the plain path says why
+        if not model or not valid_name(model):  # the plain path says why
             plain.extend(index.tolist())
             continue
         classes = classes_of.get(model)
@@ -340,7 +363,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
                     ok[i], stamps[i] = False, None
     ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
     ts[np.isnan(ts)] = now
-    ok &= (ts >= 0) & (ts < MAX_TS)  # else the plain path says bad_timestamp
+    ok &= (ts >= 0) & (ts < MAX_TS) & (ts <= now + MAX_FUTURE_S)  # else bad_timestamp
     raw = list(map(get["label"], records))
     if not set(map(type, raw)) <= {int, _NONE}:
         names = {name: i for i, name in enumerate(classes)}
@@ -393,7 +416,7 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
             continue
         raw_ts = _lookup(obj, fields.timestamp)
         try:
-            ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
+            ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now)
         except (ValueError, OverflowError):
             parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP))
             continue
@@ -497,7 +520,7 @@ def parse_labels(
         if reason is None:
             raw_ts = _lookup(obj, fields.timestamp)
             try:
-                ts = now if raw_ts is _MISSING or raw_ts is None else parse_timestamp(raw_ts)
+                ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now)
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
         if reason is None:

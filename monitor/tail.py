@@ -18,6 +18,7 @@ import glob as globlib
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -32,8 +33,9 @@ Key = tuple[int, int]  # (st_dev, st_ino)
 # recognise the copy of a file cut before we had read this much of it.
 FINGERPRINT_BYTES = 256
 HISTORY = 4096  # fingerprints of closed or truncated files remembered, newest kept
-ROTATE_WAIT_S = 5.0
-CHUNK_BYTES = 1 << 20  # keep reading a rotated-away file this long after its last growth
+ROTATE_WAIT_S = 5.0  # keep reading a rotated-away file this long after its last growth
+DORMANT_AFTER_S = 60.0  # close a fully read file quiet this long (reopened when it changes)
+CHUNK_BYTES = 1 << 20  # a read; complete lines in it are never longer than max_line_bytes
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class _Open:
     twin_of: Key | None = None  # a copy of a live file, read only once that one is cut
     gone: bool = False  # no longer reachable by the glob (renamed away or deleted)
     size: int = 0  # as of the last scan
+    quiet_since: float | None = None  # monotonic time it was last found fully read
 
 
 def complete_prefix(data: bytes) -> int:
@@ -127,6 +130,12 @@ class Tailer:
         self.monotonic = monotonic
         self.rotate_wait_s = rotate_wait_s
         self.files: dict[Key, _Open] = {}
+        # Fully read files quiet for DORMANT_AFTER_S: closed, so that a glob over months
+        # of retained logs does not hold a descriptor per file; reopened on change.
+        self.dormant: dict[Key, FileRecord] = {}
+        # Grows with every byte consumed and every change of what we follow, so that the
+        # daemon knows there is something new to checkpoint.
+        self.progress = 0
         self.history: OrderedDict[str, int] = OrderedDict(history or {})
         self.pending_records = list(records or [])
         self.first_scan = True
@@ -137,7 +146,8 @@ class Tailer:
         """Copies of the records to checkpoint. Held copies (twins) are left out: after a
         restart they are recognised again by their fingerprint."""
         live = [FileRecord(**_fields(f.record)) for f in self.files.values() if f.twin_of is None]
-        return live + list(self.pending_records)
+        return live + [FileRecord(**_fields(r)) for r in self.dormant.values()] + list(
+            self.pending_records)
 
     def backlog_bytes(self) -> int:
         """Bytes written to followed files and not yet read (for progress reports)."""
@@ -169,6 +179,7 @@ class Tailer:
             self._maybe_forget(key, f, grew=f.record.offset != before)
             if budget <= 0:
                 return
+        self._rest()
 
     def scan(self) -> None:
         """Re-glob and re-stat: follow new files, notice truncation and renames. One
@@ -179,15 +190,22 @@ class Tailer:
         for path in sorted(globlib.glob(self.pattern)):
             try:
                 st = os.stat(path)
-            except FileNotFoundError:
+            except OSError:  # gone meanwhile, a link loop, no permission
                 continue
             key = (st.st_dev, st.st_ino)
             seen.add(key)
             f = self.files.get(key)
             if f is not None:
                 f.record.path, f.gone, f.idle_since, f.size = path, False, None, st.st_size
+            elif key in self.dormant:
+                self._wake(path, key, st)
             elif (opened := _open(path)) is not None:
                 fresh.append((path, *opened))
+        for key in [k for k in self.dormant if k not in seen]:
+            # Fully read and now off the glob: only its content needs remembering.
+            rec = self.dormant.pop(key)
+            if rec.fingerprint is not None:
+                self._remember(rec.fingerprint, rec.offset)
         for key, f in self.files.items():
             if key not in seen:
                 try:
@@ -216,6 +234,7 @@ class Tailer:
         if change == "same" or (change == "grown" and not self._rewritten(f)):
             return
         log.info("file truncated path=%s offset=%d size=%d", f.record.path, f.record.offset, f.size)
+        self.progress += 1
         # The copy made before this truncation (if we follow it) holds the lines between
         # our offset and the copy: it continues where we stopped in the original.
         self._hand_over(f)
@@ -224,7 +243,7 @@ class Tailer:
 
     def _rewritten(self, f: _Open) -> bool:
         """Cut and written past our offset again between two scans (copytruncate, then
-        a burst): the size alone looks like growth, the first KiB tells."""
+        a burst): the size alone looks like growth, the first bytes tell."""
         if f.record.fingerprint is None:
             return False
         try:
@@ -239,6 +258,7 @@ class Tailer:
         rec = f.record
         twin = next((t for t in self.files.values() if t.twin_of == rec.key), None)
         if twin is not None:
+            self.progress += 1
             twin.twin_of = None
             twin.record.offset, twin.record.line_no = rec.offset, rec.line_no
             twin.record.fingerprint, twin.record.skipping = rec.fingerprint, rec.skipping
@@ -251,7 +271,13 @@ class Tailer:
     def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
         """Start following a file not followed yet, deciding where to begin."""
         key = (st.st_dev, st.st_ino)
-        head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        try:
+            head = os.pread(fd, FINGERPRINT_BYTES, 0)
+        except OSError as exc:
+            log.warning("cannot read path=%s error=%s", path, exc.strerror)
+            os.close(fd)
+            return
+        self.progress += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
         f = _Open(record, fd, size=st.st_size)
         restored = self._take_record(key, head)
@@ -267,7 +293,7 @@ class Tailer:
             record.offset = self.history.pop(known)
             log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
         elif self.first_scan and self.start_at_end:
-            record.offset = _last_line_end(fd, st.st_size, self.chunk)
+            record.offset, record.skipping = _last_line_end(fd, st.st_size, self.chunk)
         self.files[key] = f
 
     def _take_record(self, key: Key, head: bytes) -> FileRecord | None:
@@ -305,14 +331,55 @@ class Tailer:
             return
         if not same:
             f.twin_of = None
+            self.progress += 1
 
     def _known(self, head: bytes) -> str | None:
-        """The remembered fingerprint (cut or closed content) this file starts with."""
+        """The remembered fingerprint (cut or closed content, or a dormant file's) this
+        file starts with: its content up to that offset was read already."""
+        for rec in self.dormant.values():
+            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):  # type: ignore[arg-type]
+                self._remember(rec.fingerprint, rec.offset)  # type: ignore[arg-type]
+                return rec.fingerprint
         for n in sorted({int(fp.split(":", 1)[0]) for fp in self.history}, reverse=True):
             fp = fingerprint_of(head[:n]) if len(head) >= n else None
             if fp in self.history:
                 return fp
         return None
+
+    def _wake(self, path: str, key: Key, st: os.stat_result) -> None:
+        """A dormant file seen by the glob: reopen it if it changed."""
+        rec = self.dormant[key]
+        rec.path = path
+        if st.st_size == rec.offset:
+            return
+        opened = _open(path)
+        if opened is None:
+            return
+        fd, now = opened
+        if (now.st_dev, now.st_ino) != key:  # replaced between stat and open
+            os.close(fd)
+            return
+        del self.dormant[key]
+        self.files[key] = _Open(rec, fd, size=now.st_size)
+        self.progress += 1
+
+    def _rest(self) -> None:
+        """Close files fully read and quiet for DORMANT_AFTER_S (still on the glob)."""
+        now = self.monotonic()
+        for key, f in list(self.files.items()):
+            if f.gone or f.twin_of is not None or f.record.skipping or f.size > f.record.offset:
+                f.quiet_since = None
+                continue
+            if f.quiet_since is None:
+                f.quiet_since = now
+            elif now - f.quiet_since >= DORMANT_AFTER_S and not self._copied(key):
+                os.close(f.fd)
+                del self.files[key]
+                self.dormant[key] = f.record
+                self.progress += 1
+
+    def _copied(self, key: Key) -> bool:
+        return any(t.twin_of == key for t in self.files.values())
 
     def _resume_moved(self) -> None:
         """Checkpointed files the glob no longer finds: look for their inode beside
@@ -360,21 +427,29 @@ class Tailer:
         self._hand_over(f)
         os.close(f.fd)
         del self.files[key]
+        self.progress += 1
 
     def _read(self, f: _Open, budget: int) -> Iterator[Block]:
         rec = f.record
         if f.size <= rec.offset and not rec.skipping:
             return  # nothing new since the scan: no read for an idle file
         while budget > 0:
-            data = os.pread(f.fd, self.chunk, rec.offset)
+            try:
+                data = os.pread(f.fd, self.chunk, rec.offset)
+            except OSError as exc:  # an I/O error on the disk or network file system
+                log.warning("cannot read path=%s offset=%d error=%s", rec.path, rec.offset,
+                            exc.strerror)
+                return
             if not data:
                 return
             if rec.skipping:
                 end = data.find(b"\n")
                 if end < 0:
                     rec.offset += len(data)
+                    self.progress += len(data)
                     continue
                 rec.offset += end + 1
+                self.progress += end + 1
                 rec.line_no += 1
                 rec.skipping = False
                 yield Block(rec.path, rec.line_no, b"", 1, too_long=True)
@@ -388,6 +463,7 @@ class Tailer:
                 if len(data) > self.max_line_bytes:
                     rec.skipping = True  # never hold an over-long line in memory whole
                     rec.offset += len(data)
+                    self.progress += len(data)
                     continue
                 return  # a partial line: wait until it is complete
             count = data.count(b"\n", 0, used)
@@ -396,6 +472,7 @@ class Tailer:
             budget -= used
             yield block
             rec.offset += used
+            self.progress += used
             if not is_full(rec.fingerprint):
                 # Of what we consumed: the content we would not want to read twice.
                 head = data if rec.offset == used else os.pread(f.fd, FINGERPRINT_BYTES, 0)
@@ -407,17 +484,25 @@ def _fields(rec: FileRecord) -> dict[str, object]:
 
 
 def _open(path: str) -> tuple[int, os.stat_result] | None:
+    """A regular file opened for reading; anything else the glob matches (a folder, a
+    FIFO that would block, a socket) or cannot open is skipped with a warning."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
         log.warning("cannot open path=%s error=%s", path, exc.strerror)
         return None
-    return fd, os.fstat(fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        log.warning("not a regular file, skipped path=%s", path)
+        return None
+    return fd, st
 
 
-def _last_line_end(fd: int, size: int, window: int) -> int:
-    """Offset just after the last newline (where `start_at: end` begins)."""
+def _last_line_end(fd: int, size: int, window: int) -> tuple[int, bool]:
+    """Where `start_at: end` begins: just after the last newline; inside a line longer
+    than `window`, skipping the rest of it."""
     start = max(0, size - window)
     tail = os.pread(fd, size - start, start)
     end = tail.rfind(b"\n")
-    return start + end + 1 if end >= 0 else start
+    return (start + end + 1, False) if end >= 0 else (start, start > 0)

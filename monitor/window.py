@@ -142,8 +142,8 @@ class CountWindow:
         self.seen += n
 
     def set_labels(self, seq: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> None:
-        """Label predictions by sequence number; those already evicted are ignored."""
-        inside = seq >= self.seen - self.count
+        """Label predictions by sequence number; those not in the window are ignored."""
+        inside = (seq >= self.seen - self.count) & (seq < self.seen)
         self.labels[seq[inside] % self.count] = labels[inside]
 
     def total(self) -> Array:

@@ -255,3 +255,17 @@ def test_demo_shows_the_metrics_url_and_a_live_table(tmp_path):
     assert f"http://127.0.0.1:{port}/metrics" in out
     assert "kl" in out and "count:2000" in out
     assert "Traceback" not in err
+
+
+def test_replay_reads_every_file_from_its_start_whatever_start_at_says(tmp_path, logs):
+    import yaml
+
+    append(logs / "p.jsonl", [{"probs": [0.2, 0.8], "label": 1}] * 5)
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"sources": [source(logs / "p.jsonl", start_at="end")],
+                                      "models": {"fraud": model_config()}}))
+    out = run_cli("replay", "--config", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    got = {(m["name"], tuple(sorted(m["labels"].items()))): m["value"]
+           for m in json.loads(out.stdout)["metrics"]}
+    assert got[("model_drift_predictions_total", (("model", "fraud"),))] == 5

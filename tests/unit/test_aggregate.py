@@ -344,3 +344,33 @@ def test_every_line_is_counted_once_as_ok_rejected_or_late(lines):
     assert counted.lines["late"] == lines.count(line(model="fraud", probs=[0.5, 0.5], ts=10.0))
     fraud = aggregator.snapshot(1000.0).models[0]
     assert fraud.predictions_total == counted.lines["ok"] + counted.lines["late"]
+
+
+def test_a_count_window_added_by_a_reload_puts_later_joins_on_the_right_rows():
+    import numpy as np
+
+    from monitor.aggregate import Aggregator
+
+    def make(windows):
+        return build_config({
+            "sources": [{"name": "s", "path": "/logs/p.jsonl", "model": "m"}],
+            "labels": [{"name": "l", "path": "/logs/l.jsonl", "model": "m"}],
+            "models": {"m": {"classes": ["a", "b"], "windows": windows, "min_samples": 1}}})
+
+    def lines(rows):
+        return b"".join(row + b"\n" for row in rows), len(rows)
+
+    agg = Aggregator(make(["1h"]))
+    source, labels = agg.config.sources[0], agg.config.labels[0]
+    data, n = lines([b'{"ts": 100, "probs": [0.5, 0.5]}'] * 37)
+    agg.ingest_predictions(source, data, n, 100.0, 100.0)
+    agg, dropped = agg.reconfigure(make(["1h", {"count": 10}]))
+    assert dropped == []
+    data, n = lines([b'{"ts": 101, "id": "r%d", "probs": [0.9, 0.1]}' % i for i in range(3)])
+    agg.ingest_predictions(source, data, n, 101.0, 101.0)
+    data, n = lines([b'{"id": "r0", "label": "a"}'])
+    agg.ingest_labels(labels, data, n, 102.0, 102.0)
+    snap = agg.snapshot(102.0).models[0]
+    count = snap.windows.index("count:10")
+    assert snap.window_labels[count] == 1
+    assert snap.log_loss[count] == pytest.approx(-np.log(0.9))

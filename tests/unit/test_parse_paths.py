@@ -93,3 +93,19 @@ def test_dotted_field_paths_decode_nested_values():
     assert canonical(fast) == canonical(plain)
     assert fast.predictions["fraud"].labels.tolist() == [1]
     assert [r.reason for r in fast.rejects] == [Reason.MISSING_FIELD]
+
+
+def test_a_time_far_in_the_future_or_a_bad_model_name_is_rejected_on_both_paths():
+    rows = [
+        b'{"ts": 123.0, "model": "fraud", "probs": [0.5, 0.5]}',
+        b'{"ts": 90000.0, "model": "fraud", "probs": [0.5, 0.5]}',  # a day and more ahead
+        b'{"model": "\\ud800x", "probs": [0.5, 0.5]}',  # a lone surrogate
+        b'{"model": "' + b"m" * 300 + b'", "probs": [0.5, 0.5]}',
+    ]
+    data = b"\n".join(rows) + b"\n"
+    fields = Fields()
+    fast = parse_predictions(data, 4, fields, None, resolve, 123.0, 1e-3, BlockDecoder(fields, WANTED))
+    plain = parse_predictions(data, 4, fields, None, resolve, 123.0, 1e-3)
+    assert canonical(fast) == canonical(plain)
+    assert [(r.index, r.reason) for r in fast.rejects] == [
+        (1, Reason.BAD_TIMESTAMP), (2, Reason.BAD_MODEL), (3, Reason.BAD_MODEL)]

@@ -1,0 +1,94 @@
+"""The tailer on real files with an injected clock: dormant files, odd glob matches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from monitor.tail import DORMANT_AFTER_S, Tailer
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def lines_of(tailer: Tailer) -> list[bytes]:
+    return [line for block in tailer.poll(1 << 30) for line in block.data.splitlines()]
+
+
+def test_quiet_files_are_closed_and_reopened_when_they_grow(tmp_path: Path):
+    clock = FakeClock()
+    for i in range(3):
+        (tmp_path / f"p-{i}.jsonl").write_bytes(b'{"n": %d}\n' % i)
+    tailer = Tailer(str(tmp_path / "p-*.jsonl"), 1 << 20, monotonic=clock)
+    assert len(lines_of(tailer)) == 3
+    assert len(tailer.files) == 3
+    lines_of(tailer)
+    clock.advance(DORMANT_AFTER_S + 1)
+    progress = tailer.progress
+    lines_of(tailer)
+    assert tailer.files == {} and len(tailer.dormant) == 3  # no descriptor held
+    assert tailer.progress > progress  # what we follow changed: worth a checkpoint
+    assert len(tailer.records()) == 3  # and still checkpointed
+    with open(tmp_path / "p-1.jsonl", "ab") as fh:
+        fh.write(b'{"n": 11}\n')
+    assert lines_of(tailer) == [b'{"n": 11}']
+    assert len(tailer.files) == 1 and len(tailer.dormant) == 2
+    tailer.close()
+
+
+def test_a_dormant_file_that_was_cut_is_read_again_from_its_start(tmp_path: Path):
+    clock = FakeClock()
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"n": 1}\n{"n": 2}\n')
+    tailer = Tailer(str(path), 1 << 20, monotonic=clock)
+    assert len(lines_of(tailer)) == 2
+    lines_of(tailer)
+    clock.advance(DORMANT_AFTER_S + 1)
+    lines_of(tailer)
+    assert tailer.dormant
+    path.write_bytes(b'{"n": 3}\n')  # truncated and rewritten, shorter
+    assert lines_of(tailer) == [b'{"n": 3}']
+    tailer.close()
+
+
+def test_folders_fifos_and_link_loops_on_the_glob_are_skipped_not_fatal(tmp_path: Path):
+    (tmp_path / "p-dir").mkdir()
+    os.mkfifo(tmp_path / "p-fifo")
+    os.symlink(tmp_path / "p-loop", tmp_path / "p-loop")
+    (tmp_path / "p-real").write_bytes(b'{"n": 1}\n')
+    tailer = Tailer(str(tmp_path / "p-*"), 1 << 20, monotonic=FakeClock())
+    assert lines_of(tailer) == [b'{"n": 1}']
+    tailer.close()
+
+
+def test_truncation_to_fewer_bytes_still_counts_as_progress(tmp_path: Path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"n": 1}\n' * 100)
+    tailer = Tailer(str(path), 1 << 20, monotonic=FakeClock())
+    lines_of(tailer)
+    progress = tailer.progress
+    path.write_bytes(b'{"n": 2}\n')  # cut, then one short line: offsets went down
+    assert lines_of(tailer) == [b'{"n": 2}']
+    assert tailer.progress > progress
+    tailer.close()
+
+
+def test_start_at_end_inside_a_line_longer_than_a_chunk_skips_the_rest_of_it(tmp_path: Path):
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'{"n": 1}\n' + b"x" * 5000)
+    tailer = Tailer(str(path), 1000, start_at_end=True, monotonic=FakeClock())
+    assert lines_of(tailer) == []
+    with open(path, "ab") as fh:
+        fh.write(b'\n{"n": 2}\n')
+    blocks = list(tailer.poll(1 << 30))
+    assert [b.too_long for b in blocks] == [True, False]
+    assert blocks[1].data == b'{"n": 2}\n'
+    tailer.close()
