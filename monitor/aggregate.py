@@ -7,7 +7,7 @@ passes now=-inf so its clock is the newest event read.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -201,8 +201,9 @@ class ModelState:
                 window.seen = self.predictions_total
 
 
-def _prefixed(state: dict[str, Array], prefix: str) -> dict[str, Array]:
-    return {key[len(prefix):]: v for key, v in state.items() if key.startswith(prefix)}
+def _prefixed(state: Mapping[str, Array], prefix: str) -> dict[str, Array]:
+    """The arrays under `prefix`, read only those (a checkpoint reads arrays on access)."""
+    return {key[len(prefix):]: state[key] for key in state if key.startswith(prefix)}
 
 
 class Models:
@@ -425,7 +426,7 @@ class Aggregator:
             meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected}
         return meta, arrays
 
-    def restore(self, meta: dict, arrays: dict[str, Array]) -> list[str]:
+    def restore(self, meta: dict, arrays: Mapping[str, Array]) -> list[str]:
         """Load `state()` output; returns the names of models whose state was dropped
         because their classes changed (or no longer fit under max_models)."""
         dropped = []

@@ -23,13 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 
-from prometheus_client.registry import CollectorRegistry
-
 from monitor import checkpoint
 from monitor.aggregate import Aggregator, Snapshot
 from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import ConfigError, ConfigErrors, StateError
-from monitor.export import DriftCollector
+from monitor.export import Exposition
 from monitor.http import MetricsServer
 from monitor.tail import Block, FileRecord, Tailer
 
@@ -209,12 +207,11 @@ class Daemon:
         self.last_durable = monotonic()
         self.last_tick = monotonic()
         self.next_checkpoint = 0.0
-        self.registry = CollectorRegistry()
-        self.registry.register(DriftCollector(
+        self.exposition = Exposition(
             lambda: self.snapshot,
             lambda: self.monotonic() - self.last_durable,
             lambda: self.failures,
-        ))
+        )
         self.aggregator = Aggregator(config)
         self.reader: Reader | None = None
         self.catch_up: CatchUp | None = None
@@ -251,7 +248,8 @@ class Daemon:
                 f"state_dir {self.config.state_dir} is not writable: {exc.strerror}") from None
         try:
             self.server = MetricsServer(self.config.listen_host, self.config.listen_port,
-                                        self.registry, self._healthy, lambda: self.snapshot is not None)
+                                        self.exposition.render, self._healthy,
+                                        lambda: self.snapshot is not None)
         except OSError as exc:
             raise StateError(f"cannot listen on {self.config.listen_host}:"
                              f"{self.config.listen_port}: {exc.strerror}") from None
@@ -375,14 +373,15 @@ class Daemon:
         is none. A corrupt one is reported in one line and moved aside: never a crash
         loop, never silently ignored."""
         try:
-            saved = checkpoint.read(self.path)
-            if saved is not None:
-                meta, arrays = saved
-                dropped = self.aggregator.restore(meta["aggregator"], arrays)
-                self.reader = Reader(self.config, self.aggregator, meta["tail"], self.monotonic)
-                for name in dropped:
-                    log.warning("model state dropped on restore, its classes changed model=%s", name)
-                log.info("checkpoint restored path=%s", self.path)
+            with checkpoint.opened(self.path) as saved:
+                if saved is not None:
+                    meta, arrays = saved
+                    dropped = self.aggregator.restore(meta["aggregator"], arrays)
+                    self.reader = Reader(self.config, self.aggregator, meta["tail"], self.monotonic)
+                    for name in dropped:
+                        log.warning("model state dropped on restore, its classes changed model=%s",
+                                    name)
+                    log.info("checkpoint restored path=%s", self.path)
         except OSError as exc:
             raise StateError(f"cannot read checkpoint {self.path}: {exc.strerror}") from None
         except (checkpoint.CheckpointError, KeyError, ValueError, TypeError, IndexError) as exc:

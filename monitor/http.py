@@ -1,7 +1,7 @@
 """/metrics, /healthz and /readyz on one loopback-friendly HTTP server thread.
 
-The handler only reads: the registry's collector reads the daemon's current immutable
-Snapshot, and health comes from two callables. It never touches ingestion state.
+The handler only reads: `render` reads the daemon's current immutable Snapshot, and
+health comes from two callables. It never touches ingestion state.
 """
 
 from __future__ import annotations
@@ -10,9 +10,6 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import CollectorRegistry
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +24,7 @@ class MetricsServer:
         self,
         host: str,
         port: int,
-        registry: CollectorRegistry,
+        render: Callable[[str | None], tuple[bytes, str]],
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
     ) -> None:
@@ -36,7 +33,7 @@ class MetricsServer:
             "/healthz": lambda h: self._status(h, healthy()),
             "/readyz": lambda h: self._status(h, ready()),
         }
-        self.registry = registry
+        self.render = render
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -65,8 +62,7 @@ class MetricsServer:
         self.thread.join(timeout=5)
 
     def _metrics(self, handler: BaseHTTPRequestHandler) -> None:
-        encoder, content_type = choose_encoder(handler.headers.get("Accept"))
-        body = encoder(self.registry)
+        body, content_type = self.render(handler.headers.get("Accept"))
         handler.send_response(200)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))

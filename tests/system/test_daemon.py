@@ -269,3 +269,26 @@ def test_replay_reads_every_file_from_its_start_whatever_start_at_says(tmp_path,
     got = {(m["name"], tuple(sorted(m["labels"].items()))): m["value"]
            for m in json.loads(out.stdout)["metrics"]}
     assert got[("model_drift_predictions_total", (("model", "fraud"),))] == 5
+
+
+def test_openmetrics_scrape_parses_and_matches_the_text_format(daemon_factory, logs):
+    import urllib.request
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    append(logs / "p-1.jsonl", [{"ts": time.time(), "probs": [0.2, 0.8], "label": 1}] * 3)
+    d = daemon_factory({"sources": [source(logs / "p-*.jsonl")],
+                        "models": {"fraud": model_config()}}).start()
+    d.wait_value("model_drift_predictions_total", 3, model="fraud")
+    request = urllib.request.Request(f"http://127.0.0.1:{d.port}/metrics",
+                                     headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(request, timeout=5) as r:
+        assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+        text = r.read().decode()
+    assert text.count("# EOF") == 1 and text.endswith("# EOF\n")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["model_drift_predictions"].samples[0].value == 3
+    assert "drift_monitor_checkpoint_age_seconds" in families
+    assert d.value("model_drift_kl_divergence", model="fraud", window="1h") == pytest.approx(
+        families["model_drift_kl_divergence"].samples[0].value)
+    assert d.stop() == 0
