@@ -21,7 +21,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +38,6 @@ DASHBOARD = REPO_ROOT / "grafana" / "dashboards" / "drift-monitor.json"
 # Samples by (metric name, sorted label pairs).
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-T = TypeVar("T")
 
 # Debian package names, for the skip messages.
 PACKAGES = {
