@@ -442,6 +442,10 @@ class Tailer:
                 return
             if not data:
                 return
+            if rec.offset and self._rewritten(f):
+                # Cut and rewritten since the scan: these bytes may belong to the new
+                # content. Leave them; the next scan starts that content from 0.
+                return
             if rec.skipping:
                 end = data.find(b"\n")
                 if end < 0:

@@ -92,3 +92,22 @@ def test_start_at_end_inside_a_line_longer_than_a_chunk_skips_the_rest_of_it(tmp
     assert [b.too_long for b in blocks] == [True, False]
     assert blocks[1].data == b'{"n": 2}\n'
     tailer.close()
+
+
+def test_a_cut_and_rewrite_between_scan_and_read_is_not_read_at_the_old_offset(tmp_path: Path):
+    path = tmp_path / "p.jsonl"
+    old = b"".join(b'{"gen": 1, "n": %03d}\n' % i for i in range(20))
+    new = b"".join(b'{"gen": 2, "n": %03d}\n' % i for i in range(40))
+    path.write_bytes(old)
+    tailer = Tailer(str(path), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 20
+    with open(path, "ab") as fh:
+        fh.write(b'{"gen": 1, "n": 999}\n')
+    tailer.scan()  # it saw the file grow...
+    path.write_bytes(new)  # ...and then logrotate cut it and the writer wrote on
+    scan, tailer.scan = tailer.scan, lambda: None
+    assert lines_of(tailer) == []  # nothing read from the new content at the old offset
+    tailer.scan = scan
+    got = lines_of(tailer)
+    assert got == new.splitlines()
+    tailer.close()
