@@ -308,17 +308,9 @@ class Tailer:
         return None
 
     def _original_of(self, head: bytes) -> Key | None:
-        """A followed file that this one is a copy of, or may be becoming one: its first
-        bytes are all in that file's first bytes (a copy being written shows a prefix).
-        Compared with the file as it is now, read by us yet or not."""
-        for key, f in self.files.items():
-            if f.twin_of is None and f.size >= len(head):
-                try:
-                    if os.pread(f.fd, FINGERPRINT_BYTES, 0).startswith(head):
-                        return key
-                except OSError:
-                    continue
-        return None
+        """A followed file that this one is a copy of, or may be becoming one."""
+        return next((key for key, f in self.files.items()
+                     if f.twin_of is None and _copy_of(f, head)), None)
 
     def _check_twin(self, f: _Open) -> None:
         """A held copy that stopped matching its original was a new file after all (say a
@@ -326,10 +318,9 @@ class Tailer:
         original = self.files.get(f.twin_of)  # type: ignore[arg-type]
         try:
             head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
-            same = original is not None and os.pread(original.fd, FINGERPRINT_BYTES, 0).startswith(head)
         except OSError:
             return
-        if not same:
+        if original is None or not _copy_of(original, head):
             f.twin_of = None
             self.progress += 1
 
@@ -481,6 +472,20 @@ class Tailer:
                 # Of what we consumed: the content we would not want to read twice.
                 head = data if rec.offset == used else os.pread(f.fd, FINGERPRINT_BYTES, 0)
                 rec.fingerprint = fingerprint_of(head[: min(rec.offset, FINGERPRINT_BYTES)])
+
+
+def _copy_of(original: _Open, head: bytes) -> bool:
+    """Whether a file starting with `head` is a copy of `original`, or may be becoming
+    one: `head` stands at the start of the original as it is now (a copy being written
+    shows a prefix; we may not have read the original yet), or at the start of what we
+    consumed of it (the original may have been cut since, and we not know it yet)."""
+    fp = original.record.fingerprint
+    if is_full(fp) and matches(fp, head):  # type: ignore[arg-type]
+        return True
+    try:
+        return original.size >= len(head) and os.pread(original.fd, FINGERPRINT_BYTES, 0).startswith(head)
+    except OSError:
+        return False
 
 
 def _fields(rec: FileRecord) -> dict[str, object]:
