@@ -8,9 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -199,6 +201,27 @@ class Writer:
     @property
     def total(self) -> int:
         return sum(self.written)
+
+
+@contextmanager
+def writing(writer: Writer, lines: Callable[[], int], pause_s: Callable[[], float]) -> Iterator[None]:
+    """A thread appending through `writer` (`lines()` at a time, `pause_s()` apart) for
+    as long as the block runs; the writer is closed after."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            writer.write(lines())
+            time.sleep(pause_s())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        writer.close()
 
 
 def assert_counted_exactly(d: DaemonProcess, writer: Writer, timeout_s: float = 30,

@@ -23,6 +23,7 @@ from tests.system.conftest import (
     source,
     value,
     wait_until,
+    writing,
 )
 
 
@@ -34,25 +35,12 @@ def config_for(pattern: Path, **extra: object) -> dict:
 def test_kill_9_at_random_moments_neither_loses_nor_doubles_a_line(daemon_factory, logs):
     rng = random.Random(11)
     writer = Writer(logs / "app.jsonl")
-    stop = threading.Event()
-
-    def write() -> None:
-        while not stop.is_set():
-            writer.write(rng.randint(1, 200))
-            time.sleep(rng.uniform(0, 0.02))
-
-    thread = threading.Thread(target=write)
-    thread.start()
     d = daemon_factory(config_for(logs / "*.jsonl"))
-    try:
+    with writing(writer, lambda: rng.randint(1, 200), lambda: rng.uniform(0, 0.02)):
         for _ in range(5):
             d.start()
             time.sleep(rng.uniform(0.2, 1.5))
             d.kill()
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        writer.close()
     d.start()
     assert_counted_exactly(d, writer)
     assert d.stop() == 0
@@ -65,11 +53,6 @@ def test_counters_scraped_every_100ms_never_decrease_across_kill_9(daemon_factor
     d = daemon_factory(config_for(logs / "*.jsonl"))
     seen: dict = {}
     drops: list = []
-
-    def write() -> None:
-        while not stop.is_set():
-            writer.write(50)
-            time.sleep(0.01)
 
     def scrape() -> None:
         while not stop.is_set():
@@ -85,20 +68,18 @@ def test_counters_scraped_every_100ms_never_decrease_across_kill_9(daemon_factor
                     seen[key] = v
             time.sleep(0.1)
 
-    threads = [threading.Thread(target=write), threading.Thread(target=scrape)]
+    scraper = threading.Thread(target=scrape)
     d.start()
-    for t in threads:
-        t.start()
+    scraper.start()
     try:
-        for _ in range(4):
-            time.sleep(1.0)
-            d.kill()
-            d.start()
+        with writing(writer, lambda: 50, lambda: 0.01):
+            for _ in range(4):
+                time.sleep(1.0)
+                d.kill()
+                d.start()
     finally:
         stop.set()
-        for t in threads:
-            t.join(timeout=10)
-        writer.close()
+        scraper.join(timeout=10)
     assert_counted_exactly(d, writer)
     assert not drops, drops[:5]
     assert seen, "no scrape succeeded"
@@ -332,17 +313,8 @@ def test_start_at_end_skips_existing_lines_only(daemon_factory, logs):
 @pytest.mark.slow
 def test_sighup_reload_with_bad_then_good_config_while_lines_flow(daemon_factory, logs):
     writer = Writer(logs / "app.jsonl")
-    stop = threading.Event()
-
-    def write() -> None:
-        while not stop.is_set():
-            writer.write(20)
-            time.sleep(0.02)
-
     d = daemon_factory(config_for(logs / "*.jsonl")).start()
-    thread = threading.Thread(target=write)
-    thread.start()
-    try:
+    with writing(writer, lambda: 20, lambda: 0.02):
         time.sleep(0.5)
         good = d.config
         d.write_config({**good, "models": {"fraud": {**model_config(), "windows": ["nonsense"]}}})
@@ -353,10 +325,6 @@ def test_sighup_reload_with_bad_then_good_config_while_lines_flow(daemon_factory
         d.send(signal.SIGHUP)
         wait_until(lambda: d.value("model_drift_window_predictions", model="fraud", window="5m"), 10)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        writer.close()
     assert_counted_exactly(d, writer)
     assert "models.fraud.windows[0]" in d.log()
     # State was kept: the 1h window still holds everything written before the reload.
