@@ -35,7 +35,7 @@ META = "__meta__"
 MAGIC = b"drift-monitor checkpoint\n"
 # What zipfile and numpy raise on a damaged archive or member.
 _DAMAGE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, TypeError,
-           RuntimeError)  # RuntimeError covers NotImplementedError too
+           RuntimeError)  # RuntimeError also covers zipfile's 'unsupported method'
 
 
 class CheckpointError(MonitorError):
