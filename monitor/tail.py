@@ -14,6 +14,7 @@ over-long line being skipped, which the record says).
 
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import hashlib
 import logging
@@ -22,7 +23,8 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeGuard
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +93,7 @@ def fingerprint_of(head: bytes) -> str | None:
     return f"{n}:{hashlib.blake2b(head[:n], digest_size=12).hexdigest()}"
 
 
-def is_full(fp: str | None) -> bool:
+def is_full(fp: str | None) -> TypeGuard[str]:
     return fp is not None and fp.startswith(f"{FINGERPRINT_BYTES}:")
 
 
@@ -106,6 +108,42 @@ def classify(offset: int, size: int) -> str:
     if size < offset:
         return "truncated"
     return "grown" if size > offset else "same"
+
+
+def claim(records: list[FileRecord], key: Key, head: bytes) -> int | None:
+    """Which checkpoint record (its index) a file with inode `key` starting with `head`
+    continues: the record of its very inode, unless that inode now holds other first
+    bytes (reused, or cut and rewritten); else one whose full fingerprint it starts with
+    (a copy of it made while we were down); else none."""
+    for i, rec in enumerate(records):
+        if rec.key == key and (rec.fingerprint is None or matches(rec.fingerprint, head)):
+            return i
+    for i, rec in enumerate(records):
+        if is_full(rec.fingerprint) and matches(rec.fingerprint, head):
+            return i
+    return None
+
+
+def copy_of(fingerprint: str | None, original_head: bytes, head: bytes) -> bool:
+    """Whether a file starting with `head` is a copy of a followed file, or may be
+    becoming one: `head` stands at the start of the original as it is now
+    (`original_head`; a copy being written shows a prefix, and we may not have read the
+    original yet), or at the start of what we consumed of it (`fingerprint`; the
+    original may have been cut since, and we not know it yet)."""
+    if is_full(fingerprint) and matches(fingerprint, head):
+        return True
+    return original_head.startswith(head)
+
+
+def copy_resume(offset: int, skipping: bool, copy_size: int) -> tuple[int, bool]:
+    """Where a copy continues from its original, read up to `offset` (`skipping` an
+    over-long line there): at the same offset, but never beyond what the copy holds.
+    A copy taken before we read the original's last lines holds only part of what we
+    consumed: all of it read, nothing in it is new. (Taken as a truncation instead, it
+    would be read again from its start.)"""
+    if copy_size < offset:
+        return copy_size, False
+    return offset, skipping
 
 
 class Tailer:
@@ -145,9 +183,8 @@ class Tailer:
     def records(self) -> list[FileRecord]:
         """Copies of the records to checkpoint. Held copies (twins) are left out: after a
         restart they are recognised again by their fingerprint."""
-        live = [FileRecord(**_fields(f.record)) for f in self.files.values() if f.twin_of is None]
-        return live + [FileRecord(**_fields(r)) for r in self.dormant.values()] + list(
-            self.pending_records)
+        live = [replace(f.record) for f in self.files.values() if f.twin_of is None]
+        return live + [replace(r) for r in self.dormant.values()] + list(self.pending_records)
 
     def backlog_bytes(self) -> int:
         """Bytes written to followed files and not yet read (for progress reports)."""
@@ -228,7 +265,7 @@ class Tailer:
 
     def _check_truncation(self, f: _Open) -> None:
         if f.twin_of is not None:
-            self._check_twin(f)
+            self._check_twin(f, f.twin_of)
             return  # a held copy is static; its offset is the original's
         change = classify(f.record.offset, f.size)
         if change == "same" or (change == "grown" and not self._rewritten(f)):
@@ -260,8 +297,11 @@ class Tailer:
         if twin is not None:
             self.progress += 1
             twin.twin_of = None
-            twin.record.offset, twin.record.line_no = rec.offset, rec.line_no
-            twin.record.fingerprint, twin.record.skipping = rec.fingerprint, rec.skipping
+            with contextlib.suppress(OSError):
+                twin.size = os.fstat(twin.fd).st_size
+            twin.record.offset, twin.record.skipping = copy_resume(rec.offset, rec.skipping,
+                                                                   twin.size)
+            twin.record.line_no, twin.record.fingerprint = rec.line_no, rec.fingerprint
             for other in self.files.values():  # further copies now copy the new holder
                 if other.twin_of == rec.key:
                     other.twin_of = twin.record.key
@@ -280,42 +320,34 @@ class Tailer:
         self.progress += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
         f = _Open(record, fd, size=st.st_size)
-        restored = self._take_record(key, head)
-        if restored is not None:
-            record.offset, record.line_no, record.skipping = (
-                restored.offset, restored.line_no, restored.skipping)
-            record.fingerprint = restored.fingerprint
+        index = claim(self.pending_records, key, head)
+        if index is not None:
+            restored = self.pending_records.pop(index)
+            record.offset, record.skipping = restored.offset, restored.skipping
+            if restored.key != key:  # a copy: it may hold less than we read of the original
+                record.offset, record.skipping = copy_resume(restored.offset, restored.skipping,
+                                                             st.st_size)
+            record.line_no, record.fingerprint = restored.line_no, restored.fingerprint
         elif (twin := self._original_of(head)) is not None:
             f.twin_of = twin
             log.info("copy of a followed file, held until the original is cut path=%s", path)
         elif (known := self._known(head)) is not None:
             record.fingerprint = known
-            record.offset = self.history.pop(known)
+            record.offset, _ = copy_resume(self.history.pop(known), False, st.st_size)
             log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
         elif self.first_scan and self.start_at_end:
             record.offset, record.skipping = _last_line_end(fd, st.st_size, self.chunk)
         self.files[key] = f
-
-    def _take_record(self, key: Key, head: bytes) -> FileRecord | None:
-        """The checkpoint record of this file: same inode and first bytes (an inode
-        with other first bytes is a reused inode), else a full fingerprint (a copy)."""
-        for i, rec in enumerate(self.pending_records):
-            if rec.key == key and (rec.fingerprint is None or matches(rec.fingerprint, head)):
-                return self.pending_records.pop(i)
-        for i, rec in enumerate(self.pending_records):
-            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):  # type: ignore[arg-type]
-                return self.pending_records.pop(i)
-        return None
 
     def _original_of(self, head: bytes) -> Key | None:
         """A followed file that this one is a copy of, or may be becoming one."""
         return next((key for key, f in self.files.items()
                      if f.twin_of is None and _copy_of(f, head)), None)
 
-    def _check_twin(self, f: _Open) -> None:
+    def _check_twin(self, f: _Open, original_key: Key) -> None:
         """A held copy that stopped matching its original was a new file after all (say a
         fresh empty log beside the one renamed away, since written to): read it from 0."""
-        original = self.files.get(f.twin_of)  # type: ignore[arg-type]
+        original = self.files.get(original_key)
         try:
             head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
         except OSError:
@@ -328,8 +360,8 @@ class Tailer:
         """The remembered fingerprint (cut or closed content, or a dormant file's) this
         file starts with: its content up to that offset was read already."""
         for rec in self.dormant.values():
-            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):  # type: ignore[arg-type]
-                self._remember(rec.fingerprint, rec.offset)  # type: ignore[arg-type]
+            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):
+                self._remember(rec.fingerprint, rec.offset)
                 return rec.fingerprint
         for n in sorted({int(fp.split(":", 1)[0]) for fp in self.history}, reverse=True):
             fp = fingerprint_of(head[:n]) if len(head) >= n else None
@@ -475,21 +507,12 @@ class Tailer:
 
 
 def _copy_of(original: _Open, head: bytes) -> bool:
-    """Whether a file starting with `head` is a copy of `original`, or may be becoming
-    one: `head` stands at the start of the original as it is now (a copy being written
-    shows a prefix; we may not have read the original yet), or at the start of what we
-    consumed of it (the original may have been cut since, and we not know it yet)."""
-    fp = original.record.fingerprint
-    if is_full(fp) and matches(fp, head):  # type: ignore[arg-type]
-        return True
+    """`copy_of` for an open original, read now."""
     try:
-        return original.size >= len(head) and os.pread(original.fd, FINGERPRINT_BYTES, 0).startswith(head)
+        original_head = os.pread(original.fd, FINGERPRINT_BYTES, 0)
     except OSError:
-        return False
-
-
-def _fields(rec: FileRecord) -> dict[str, object]:
-    return {name: getattr(rec, name) for name in FileRecord.__dataclass_fields__}
+        original_head = b""
+    return copy_of(original.record.fingerprint, original_head, head)
 
 
 def _open(path: str) -> tuple[int, os.stat_result] | None:

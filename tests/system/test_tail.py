@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from monitor.tail import DORMANT_AFTER_S, Tailer
@@ -111,3 +112,51 @@ def test_a_cut_and_rewrite_between_scan_and_read_is_not_read_at_the_old_offset(t
     got = lines_of(tailer)
     assert got == new.splitlines()
     tailer.close()
+
+
+def _numbered(start: int, n: int) -> bytes:
+    return b"".join(b'{"seq": %06d, "pad": "%s"}\n' % (i, b"x" * 50) for i in range(start, start + n))
+
+
+def test_a_copy_shorter_than_what_was_read_of_its_original_is_not_read_again(tmp_path: Path):
+    # Issue 11's reproduction: cp, one more line read from the original, then the cut.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "preds.log"
+    live.write_bytes(_numbered(0, 1000))
+    tailer = Tailer(str(logs / "preds.log*"), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 1000
+    shutil.copyfile(live, logs / "preds.log.1")
+    assert lines_of(tailer) == []  # the copy is held: its content was read already
+    with open(live, "ab") as fh:
+        fh.write(_numbered(1000, 1))
+    assert len(lines_of(tailer)) == 1
+    os.truncate(live, 0)
+    assert lines_of(tailer) == []
+    assert lines_of(tailer) == []
+    with open(live, "ab") as fh:
+        fh.write(_numbered(1001, 2))
+    assert len(lines_of(tailer)) == 2
+    tailer.close()
+
+
+def test_a_copy_shorter_than_its_checkpointed_original_is_not_read_again_after_a_restart(
+        tmp_path: Path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "preds.log"
+    live.write_bytes(_numbered(0, 1000))
+    tailer = Tailer(str(logs / "preds.log*"), 1 << 20, monotonic=FakeClock())
+    lines_of(tailer)
+    shutil.copyfile(live, logs / "preds.log.1")
+    with open(live, "ab") as fh:
+        fh.write(_numbered(1000, 1))
+    assert len(lines_of(tailer)) == 1
+    records, history = tailer.records(), dict(tailer.history)  # the checkpoint; then kill -9
+    tailer.close()
+    os.truncate(live, 0)  # while the daemon is down
+    restarted = Tailer(str(logs / "preds.log*"), 1 << 20, records=records, history=history,
+                       monotonic=FakeClock())
+    assert lines_of(restarted) == []
+    assert lines_of(restarted) == []
+    restarted.close()
