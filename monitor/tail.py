@@ -15,18 +15,24 @@ over-long line being skipped, which the record says).
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob as globlib
 import hashlib
 import logging
 import os
 import stat
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeGuard
 
+from monitor.aggregate import SKIP_REASONS
+
 log = logging.getLogger(__name__)
+COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE = SKIP_REASONS
+# What logrotate's compressors write first: gzip, bzip2, xz, zstd.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 Key = tuple[int, int]  # (st_dev, st_ino)
 # A fingerprint is `n:hash` of the first n bytes we consumed, n up to this (Vector's
@@ -110,6 +116,12 @@ def classify(offset: int, size: int) -> str:
     return "grown" if size > offset else "same"
 
 
+def is_compressed(head: bytes) -> bool:
+    """Whether a file starting with `head` is a compressed rotation (never text lines:
+    they were read before compression, from the file it was made of)."""
+    return head.startswith(COMPRESSED_MAGIC)
+
+
 def claim(records: list[FileRecord], key: Key, head: bytes) -> int | None:
     """Which checkpoint record (its index) a file with inode `key` starting with `head`
     continues: the record of its very inode, unless that inode now holds other first
@@ -158,6 +170,7 @@ class Tailer:
         history: dict[str, int] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rotate_wait_s: float = ROTATE_WAIT_S,
+        skipped: list[tuple[int, int, str, int]] | None = None,
     ) -> None:
         self.pattern = pattern
         self.max_line_bytes = max_line_bytes
@@ -177,6 +190,12 @@ class Tailer:
         self.history: OrderedDict[str, int] = OrderedDict(history or {})
         self.pending_records = list(records or [])
         self.first_scan = True
+        # Files matched and not read, by inode: (reason, st_mtime_ns when decided). Kept
+        # in the checkpoint so that each is counted once, not once per start; the
+        # newest HISTORY kept.
+        self.skipped: dict[Key, tuple[str, int]] = {
+            (dev, ino): (reason, mtime) for dev, ino, reason, mtime in skipped or []}
+        self.new_skips: Counter[str] = Counter()  # not yet handed to the aggregator
 
     # -- state -------------------------------------------------------------------------
 
@@ -185,6 +204,14 @@ class Tailer:
         restart they are recognised again by their fingerprint."""
         live = [replace(f.record) for f in self.files.values() if f.twin_of is None]
         return live + [replace(r) for r in self.dormant.values()] + list(self.pending_records)
+
+    def skipped_state(self) -> list[tuple[int, int, str, int]]:
+        return [(dev, ino, reason, mtime) for (dev, ino), (reason, mtime) in self.skipped.items()]
+
+    def take_skips(self) -> Counter[str]:
+        """Files skipped since the last call, by reason."""
+        skips, self.new_skips = self.new_skips, Counter()
+        return skips
 
     def backlog_bytes(self) -> int:
         """Bytes written to followed files and not yet read (for progress reports)."""
@@ -212,6 +239,8 @@ class Tailer:
                 continue
             before = f.record.offset
             yield from self._read(f, budget)
+            if key not in self.files:  # found compressed: closed and skipped
+                continue
             budget -= f.record.offset - before
             self._maybe_forget(key, f, grew=f.record.offset != before)
             if budget <= 0:
@@ -231,6 +260,8 @@ class Tailer:
                 continue
             key = (st.st_dev, st.st_ino)
             seen.add(key)
+            if self._skips(path, key, st):
+                continue
             f = self.files.get(key)
             if f is not None:
                 f.record.path, f.gone, f.idle_since, f.size = path, False, None, st.st_size
@@ -262,6 +293,46 @@ class Tailer:
             if key not in seen and not f.gone:
                 f.gone, f.idle_since = True, now
         self.first_scan = False
+
+    def _skips(self, path: str, key: Key, st: os.stat_result) -> bool:
+        """Whether to leave this glob match alone, judged by its stat alone: nothing is
+        opened (an open and close of a FIFO would wake our own inotify watch, and the
+        next poll open it again: a spin)."""
+        reason = NOT_REGULAR if not stat.S_ISREG(st.st_mode) else (
+            PSEUDO if st.st_dev in _pseudo_devices() else None)
+        known = self.skipped.get(key)
+        if reason is None:
+            # Compressed, unchanged since; changed, it is opened and judged again.
+            return known is not None and known[1] == st.st_mtime_ns
+        if known is None or known[0] != reason:
+            self._skip(path, key, reason, st.st_mtime_ns)
+        return True
+
+    def _skip(self, path: str, key: Key, reason: str, mtime_ns: int) -> None:
+        known = self.skipped.get(key)
+        self.skipped[key] = (reason, mtime_ns)
+        if known is not None and known[0] == reason:
+            return  # still being written, say: counted and reported once
+        # Kept while off the glob too (a rename seen half-way must not count it again);
+        # the oldest forgotten first. A reused inode is judged by what it holds now.
+        while len(self.skipped) > HISTORY:
+            del self.skipped[next(iter(self.skipped))]
+        self.new_skips[reason] += 1
+        self.progress += 1
+        if reason == COMPRESSED:
+            log.info("compressed file skipped, its lines were read before compression path=%s",
+                     path)
+        else:
+            log.warning("file skipped reason=%s path=%s", reason, path)
+
+    def _skip_open(self, f: _Open) -> None:
+        """Stop following a file found compressed after it was opened."""
+        self.files.pop(f.record.key, None)
+        mtime = 0
+        with contextlib.suppress(OSError):
+            mtime = os.fstat(f.fd).st_mtime_ns
+        os.close(f.fd)
+        self._skip(f.record.path, f.record.key, COMPRESSED, mtime)
 
     def _check_truncation(self, f: _Open) -> None:
         if f.twin_of is not None:
@@ -320,6 +391,11 @@ class Tailer:
         self.progress += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
         f = _Open(record, fd, size=st.st_size)
+        if is_compressed(head):
+            self.files[key] = f
+            self._skip_open(f)
+            return
+        self.skipped.pop(key, None)
         index = claim(self.pending_records, key, head)
         if index is not None:
             restored = self.pending_records.pop(index)
@@ -465,6 +541,9 @@ class Tailer:
                 return
             if not data:
                 return
+            if rec.offset == 0 and is_compressed(data):  # was empty when we opened it
+                self._skip_open(f)
+                return
             if rec.offset and self._rewritten(f):
                 # Cut and rewritten since the scan: these bytes may belong to the new
                 # content. Leave them; the next scan starts that content from 0.
@@ -513,6 +592,17 @@ def _copy_of(original: _Open, head: bytes) -> bool:
     except OSError:
         original_head = b""
     return copy_of(original.record.fingerprint, original_head, head)
+
+
+@functools.cache
+def _pseudo_devices() -> frozenset[int]:
+    """The devices of /proc and /sys: their files are not logs (sizes of 0, contents
+    generated on each read)."""
+    devices = set()
+    for folder in ("/proc", "/sys"):
+        with contextlib.suppress(OSError):
+            devices.add(os.stat(folder).st_dev)
+    return frozenset(devices)
 
 
 def _open(path: str) -> tuple[int, os.stat_result] | None:

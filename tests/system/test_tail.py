@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
 import shutil
 from pathlib import Path
@@ -160,3 +163,36 @@ def test_a_copy_shorter_than_its_checkpointed_original_is_not_read_again_after_a
     assert lines_of(restarted) == []
     assert lines_of(restarted) == []
     restarted.close()
+
+
+def test_compressed_rotations_are_skipped_once_and_never_read_as_text(tmp_path: Path):
+    lines = _numbered(0, 50)
+    (tmp_path / "p.log").write_bytes(lines)
+    (tmp_path / "p.log.1.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "p.log.2.bz2").write_bytes(bz2.compress(lines))
+    (tmp_path / "p.log.3.xz").write_bytes(lzma.compress(lines))
+    (tmp_path / "p.log.4.zst").write_bytes(b"\x28\xb5\x2f\xfd" + lines)  # the magic is enough
+    tailer = Tailer(str(tmp_path / "p.log*"), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 50  # only the plain file's
+    assert lines_of(tailer) == []
+    assert tailer.take_skips() == {"compressed": 4}
+    assert tailer.files.keys() == {_key(tmp_path / "p.log")}  # no descriptor held for them
+    # One that was empty when first seen (gzip had just created it) is skipped once written.
+    late = tmp_path / "p.log.5.gz"
+    late.write_bytes(b"")
+    assert lines_of(tailer) == []
+    late.write_bytes(gzip.compress(lines))
+    assert lines_of(tailer) == []
+    assert tailer.take_skips() == {"compressed": 1}
+    saved, records = tailer.skipped_state(), tailer.records()
+    tailer.close()
+    restarted = Tailer(str(tmp_path / "p.log*"), 1 << 20, skipped=saved, records=records,
+                       monotonic=FakeClock())
+    assert lines_of(restarted) == []
+    assert restarted.take_skips() == {}  # counted before the restart, not again
+    restarted.close()
+
+
+def _key(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
