@@ -20,6 +20,7 @@ import glob as globlib
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
 from collections import Counter, OrderedDict
@@ -30,6 +31,7 @@ from typing import TypeGuard
 from monitor.aggregate import SKIP_REASONS
 
 log = logging.getLogger(__name__)
+_HOLE = re.compile(rb"^\0+", re.MULTILINE)
 COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE = SKIP_REASONS
 # What logrotate's compressors write first: gzip, bzip2, xz, zstd.
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
@@ -114,6 +116,12 @@ def classify(offset: int, size: int) -> str:
     if size < offset:
         return "truncated"
     return "grown" if size > offset else "same"
+
+
+def strip_holes(lines: bytes) -> bytes:
+    """Complete lines without the NUL runs that start any of them (a file hole a writer
+    without O_APPEND left after copytruncate); the number of lines stays."""
+    return _HOLE.sub(b"", lines)
 
 
 def is_compressed(head: bytes) -> bool:
@@ -560,6 +568,13 @@ class Tailer:
                 rec.skipping = False
                 yield Block(rec.path, rec.line_no, b"", 1, too_long=True)
                 continue
+            if data[:1] == b"\0":
+                # A hole: copytruncate under a writer without O_APPEND, which writes on
+                # at its old offset. Not a line; the line after it is.
+                hole = len(data) - len(data.lstrip(b"\0"))
+                rec.offset += hole
+                self.progress += hole
+                continue
             used = complete_prefix(data)
             if not used and len(data) == self.chunk <= self.max_line_bytes:
                 # A line longer than a chunk may still be within the limit: look further.
@@ -573,7 +588,10 @@ class Tailer:
                     continue
                 return  # a partial line: wait until it is complete
             count = data.count(b"\n", 0, used)
-            block = Block(rec.path, rec.line_no + 1, data[:used] if used < len(data) else data, count)
+            lines = data[:used] if used < len(data) else data
+            if b"\0" in lines:  # rare: only then look for holes before lines
+                lines = strip_holes(lines)
+            block = Block(rec.path, rec.line_no + 1, lines, count)
             rec.line_no += count
             budget -= used
             yield block

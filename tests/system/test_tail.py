@@ -196,3 +196,24 @@ def test_compressed_rotations_are_skipped_once_and_never_read_as_text(tmp_path: 
 def _key(path: Path) -> tuple[int, int]:
     st = os.stat(path)
     return (st.st_dev, st.st_ino)
+
+
+def test_the_hole_left_by_copytruncate_under_a_writer_without_o_append_is_not_a_line(
+        tmp_path: Path):
+    path = tmp_path / "p.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)  # no O_APPEND: it writes at its own offset
+    first = _numbered(0, 3000)
+    os.write(fd, first)
+    tailer = Tailer(str(path), 100 * 1024, monotonic=FakeClock())  # the hole is longer
+    assert len(lines_of(tailer)) == 3000
+    os.truncate(path, 0)  # logrotate's copytruncate (the copy is outside the glob)
+    os.write(fd, _numbered(3000, 2))  # at offset len(first): NULs before it
+    os.close(fd)
+    assert os.path.getsize(path) == len(first) + len(_numbered(3000, 2)) > 100 * 1024
+    got = [line for _ in range(3) for line in lines_of(tailer)]
+    assert got == _numbered(3000, 2).splitlines()
+    assert all(not b.too_long for b in tailer.poll(1 << 30))
+    with open(path, "ab") as fh:  # NULs inside one block: before a line, never in it
+        fh.write(b"\0" * 10 + _numbered(3002, 1))
+    assert lines_of(tailer) == _numbered(3002, 1).splitlines()
+    tailer.close()

@@ -17,6 +17,7 @@ from monitor.tail import (
     copy_of,
     copy_resume,
     fingerprint_of,
+    strip_holes,
 )
 
 from .strategies import FAST
@@ -145,3 +146,15 @@ def test_a_reused_inode_with_other_content_is_a_new_file():
     short = _record((1, 7), b"a" * 10)  # too short a head to tell a copy from a look-alike
     assert claim([short], (1, 8), b"a" * FINGERPRINT_BYTES) is None
     assert claim([short], (1, 7), b"a" * FINGERPRINT_BYTES) == 0
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=20).map(
+    lambda b: b.replace(b"\n", b"").lstrip(b"\0"))), max_size=8))
+def test_nul_runs_before_lines_are_dropped_and_the_lines_kept(holes_and_lines):
+    data = b"".join(b"\0" * n + line + b"\n" for n, line in holes_and_lines)
+    assert split(strip_holes(data)) == [line for _, line in holes_and_lines]
+
+
+def test_a_nul_inside_a_line_is_the_line_s_own():
+    assert strip_holes(b'{"a": "x\0y"}\n\0\0{"b": 1}\n') == b'{"a": "x\0y"}\n{"b": 1}\n'
