@@ -15,12 +15,14 @@ over-long line being skipped, which the record says).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import glob as globlib
 import hashlib
 import logging
 import os
 import re
+import resource
 import stat
 import time
 from collections import Counter, OrderedDict
@@ -32,7 +34,7 @@ from monitor.aggregate import SKIP_REASONS
 
 log = logging.getLogger(__name__)
 _HOLE = re.compile(rb"^\0+", re.MULTILINE)
-COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE = SKIP_REASONS
+COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE, MAX_OPEN_FILES = SKIP_REASONS
 # What logrotate's compressors write first: gzip, bzip2, xz, zstd.
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
@@ -88,6 +90,43 @@ class _Open:
     quiet_since: float | None = None  # monotonic time it was last found fully read
 
 
+def descriptor_budget(wanted: int, reserve: int = 64) -> int:
+    """`max_open_files`, within the process limit (`ulimit -n`, systemd's LimitNOFILE)
+    less `reserve` for the checkpoint, the metrics sockets and inotify."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - reserve))
+
+
+class Descriptors:
+    """The budget of descriptors every source's tailer shares (`max_open_files`). When
+    it is spent, an open first closes a file another needs least (rotated away and
+    read to its end, then read to its end and idle); with none, the open is refused,
+    counted, and retried on the next poll."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self.tailers: list[Tailer] = []
+
+    def acquire(self) -> bool:
+        if self.held < self.limit:
+            self.held += 1
+            return True
+        victims = [(t.spare(), t) for t in self.tailers]
+        best = min(((rank, t) for (rank, t) in victims if rank is not None),
+                   key=lambda item: item[0], default=None)
+        if best is None:
+            return False
+        best[1].release_spare()  # gives one back
+        self.held += 1
+        return True
+
+    def release(self) -> None:
+        self.held -= 1
+
+
 def complete_prefix(data: bytes) -> int:
     """Bytes of `data` up to and including its last newline: the complete lines."""
     return data.rfind(b"\n") + 1
@@ -128,6 +167,15 @@ def is_compressed(head: bytes) -> bool:
     """Whether a file starting with `head` is a compressed rotation (never text lines:
     they were read before compression, from the file it was made of)."""
     return head.startswith(COMPRESSED_MAGIC)
+
+
+def glob_root(pattern: str) -> tuple[str, bool]:
+    """The deepest folder of a glob without a wildcard, and whether folders below it
+    matter too (a wildcard in the folder part)."""
+    folders = os.path.dirname(pattern).split(os.sep)
+    first_wild = next((i for i, p in enumerate(folders) if any(ch in p for ch in "*?[")),
+                      len(folders))
+    return os.sep.join(folders[:first_wild]) or os.sep, first_wild < len(folders)
 
 
 def claim(records: list[FileRecord], key: Key, head: bytes) -> int | None:
@@ -179,6 +227,8 @@ class Tailer:
         monotonic: Callable[[], float] = time.monotonic,
         rotate_wait_s: float = ROTATE_WAIT_S,
         skipped: list[tuple[int, int, str, int]] | None = None,
+        follow_symlinks: bool = False,
+        descriptors: Descriptors | None = None,
     ) -> None:
         self.pattern = pattern
         self.max_line_bytes = max_line_bytes
@@ -204,6 +254,11 @@ class Tailer:
         self.skipped: dict[Key, tuple[str, int]] = {
             (dev, ino): (reason, mtime) for dev, ino, reason, mtime in skipped or []}
         self.new_skips: Counter[str] = Counter()  # not yet handed to the aggregator
+        self.follow_symlinks = follow_symlinks
+        self.root = os.path.realpath(glob_root(pattern)[0])
+        self.descriptors = descriptors or Descriptors(1 << 30)
+        self.descriptors.tailers.append(self)
+        self.failing: dict[str, str] = {}  # path -> why it cannot be opened, said once
 
     # -- state -------------------------------------------------------------------------
 
@@ -233,8 +288,27 @@ class Tailer:
 
     def close(self) -> None:
         for f in self.files.values():
-            os.close(f.fd)
+            self._close(f.fd)
         self.files.clear()
+        self.descriptors.tailers.remove(self)
+
+    def spare(self) -> tuple[int, float] | None:
+        """How little we need the file we would give up first (lower: less), if any:
+        one rotated away and read to its end, oldest first; then one read to its end
+        and idle (it goes dormant, reopened when it changes)."""
+        return min((_spare_rank(f) for f in self._spares()), default=None)
+
+    def release_spare(self) -> None:
+        f = min(self._spares(), key=_spare_rank)
+        if f.gone:
+            self._forget(f.record.key, f)
+        else:
+            self._doze(f.record.key, f)
+
+    def _spares(self) -> list[_Open]:
+        return [f for key, f in self.files.items()
+                if f.twin_of is None and not f.record.skipping and f.size <= f.record.offset
+                and not self._copied(key)]
 
     # -- polling -----------------------------------------------------------------------
 
@@ -263,11 +337,19 @@ class Tailer:
         fresh: list[tuple[str, int, os.stat_result]] = []
         for path in sorted(globlib.glob(self.pattern)):
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
+                link = stat.S_ISLNK(st.st_mode)
+                if link:
+                    st = os.stat(path)
             except OSError:  # gone meanwhile, a link loop, no permission
                 continue
             key = (st.st_dev, st.st_ino)
+            if key in seen:  # a second name (a link, a hard link) of a file seen this scan
+                continue
             seen.add(key)
+            if link and not self.follow_symlinks and not _inside(os.path.realpath(path), self.root):
+                self._skip(path, key, SYMLINK_OUTSIDE, st.st_mtime_ns)
+                continue
             if self._skips(path, key, st):
                 continue
             f = self.files.get(key)
@@ -275,7 +357,7 @@ class Tailer:
                 f.record.path, f.gone, f.idle_since, f.size = path, False, None, st.st_size
             elif key in self.dormant:
                 self._wake(path, key, st)
-            elif (opened := _open(path)) is not None:
+            elif (opened := self._open(path)) is not None:
                 fresh.append((path, *opened))
         for key in [k for k in self.dormant if k not in seen]:
             # Fully read and now off the glob: only its content needs remembering.
@@ -339,7 +421,7 @@ class Tailer:
         mtime = 0
         with contextlib.suppress(OSError):
             mtime = os.fstat(f.fd).st_mtime_ns
-        os.close(f.fd)
+        self._close(f.fd)
         self._skip(f.record.path, f.record.key, COMPRESSED, mtime)
 
     def _check_truncation(self, f: _Open) -> None:
@@ -394,7 +476,7 @@ class Tailer:
             head = os.pread(fd, FINGERPRINT_BYTES, 0)
         except OSError as exc:
             log.warning("cannot read path=%s error=%s", path, exc.strerror)
-            os.close(fd)
+            self._close(fd)
             return
         self.progress += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
@@ -459,12 +541,12 @@ class Tailer:
         rec.path = path
         if st.st_size == rec.offset:
             return
-        opened = _open(path)
+        opened = self._open(path)
         if opened is None:
             return
         fd, now = opened
         if (now.st_dev, now.st_ino) != key:  # replaced between stat and open
-            os.close(fd)
+            self._close(fd)
             return
         del self.dormant[key]
         self.files[key] = _Open(rec, fd, size=now.st_size)
@@ -480,10 +562,14 @@ class Tailer:
             if f.quiet_since is None:
                 f.quiet_since = now
             elif now - f.quiet_since >= DORMANT_AFTER_S and not self._copied(key):
-                os.close(f.fd)
-                del self.files[key]
-                self.dormant[key] = f.record
-                self.progress += 1
+                self._doze(key, f)
+
+    def _doze(self, key: Key, f: _Open) -> None:
+        """Close a fully read file still on the glob; reopened when it changes."""
+        self._close(f.fd)
+        del self.files[key]
+        self.dormant[key] = f.record
+        self.progress += 1
 
     def _copied(self, key: Key) -> bool:
         return any(t.twin_of == key for t in self.files.values())
@@ -504,7 +590,7 @@ class Tailer:
                 except OSError:
                     continue
                 if (st.st_dev, st.st_ino) == rec.key and rec.key not in self.files:
-                    opened = _open(path)
+                    opened = self._open(path)
                     if opened is not None:
                         self._admit(path, *opened)
                         self.files[rec.key].gone = True
@@ -531,10 +617,56 @@ class Tailer:
             return
         if now - f.idle_since < self.rotate_wait_s:
             return
+        self._forget(key, f)
+
+    def _forget(self, key: Key, f: _Open) -> None:
+        """Close a rotated-away or deleted file for good."""
         self._hand_over(f)
-        os.close(f.fd)
+        self._close(f.fd)
         del self.files[key]
         self.progress += 1
+
+    def _open(self, path: str) -> tuple[int, os.stat_result] | None:
+        """A regular file opened for reading, within the descriptor budget. Anything
+        else the glob matches (a FIFO that would block, a socket: replaced since its
+        stat) or cannot open is left for now, its reason said once; retried each poll."""
+        if not self.descriptors.acquire():
+            why = f"max_open_files={self.descriptors.limit} reached"
+            if self.failing.get(path) != why:
+                self.new_skips[MAX_OPEN_FILES] += 1  # once per file, until it is opened
+            self._failed(path, why)
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            self.descriptors.release()
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # The process or system ran out before our budget did: hold no more.
+                self.descriptors.limit = self.descriptors.held
+                log.warning("out of file descriptors (%s): max_open_files lowered to %d",
+                            exc.strerror, self.descriptors.limit)
+                self.new_skips[MAX_OPEN_FILES] += 1
+            self._failed(path, exc.strerror or str(exc))
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            self._close(fd)
+            self._failed(path, "not a regular file")
+            return None
+        if self.failing.pop(path, None) is not None:
+            log.info("file readable again path=%s", path)
+        return fd, st
+
+    def _failed(self, path: str, why: str) -> None:
+        if self.failing.get(path) != why:
+            self.failing[path] = why
+            log.warning("cannot open path=%s error=%s (retried on every poll)", path, why)
+        while len(self.failing) > HISTORY:
+            del self.failing[next(iter(self.failing))]
+
+    def _close(self, fd: int) -> None:
+        os.close(fd)
+        self.descriptors.release()
 
     def _read(self, f: _Open, budget: int) -> Iterator[Block]:
         rec = f.record
@@ -612,6 +744,14 @@ def _copy_of(original: _Open, head: bytes) -> bool:
     return copy_of(original.record.fingerprint, original_head, head)
 
 
+def _spare_rank(f: _Open) -> tuple[int, float]:
+    return (0, f.idle_since or 0.0) if f.gone else (1, f.quiet_since or 0.0)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 @functools.cache
 def _pseudo_devices() -> frozenset[int]:
     """The devices of /proc and /sys: their files are not logs (sizes of 0, contents
@@ -621,22 +761,6 @@ def _pseudo_devices() -> frozenset[int]:
         with contextlib.suppress(OSError):
             devices.add(os.stat(folder).st_dev)
     return frozenset(devices)
-
-
-def _open(path: str) -> tuple[int, os.stat_result] | None:
-    """A regular file opened for reading; anything else the glob matches (a folder, a
-    FIFO that would block, a socket) or cannot open is skipped with a warning."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        log.warning("cannot open path=%s error=%s", path, exc.strerror)
-        return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        log.warning("not a regular file, skipped path=%s", path)
-        return None
-    return fd, st
 
 
 def _last_line_end(fd: int, size: int, window: int) -> tuple[int, bool]:
