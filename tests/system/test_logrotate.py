@@ -195,3 +195,28 @@ def test_a_copy_taken_before_the_last_line_read_is_not_counted_again_after_kill_
     assert settled(d) == 1006, d.log()[-2000:]
     writer.close()
     assert d.stop() == 0
+
+
+def test_a_file_created_and_rotated_away_while_the_daemon_is_down_is_never_seen(
+        daemon_factory, logs):
+    # README's "what stays lost": the glob matches only the live name.
+    live = logs / "preds.log"
+    d = daemon_factory(config_for(live)).start()
+    first = Writer(live)
+    first.write(100)
+    d.wait_value("model_drift_predictions_total", 100, timeout_s=20, model="fraud")
+    assert d.stop() == 0
+    os.rename(live, logs / "preds.log.1")
+    first.write(20)  # through its old descriptor: found again by inode
+    first.close()
+    unseen = Writer(live)
+    unseen.write(300)
+    unseen.close()
+    os.rename(live, logs / "preds.log.2")  # created and rotated away while we were down
+    last = Writer(live)
+    last.write(50)
+    last.close()
+    d.start()
+    wait_until(lambda: (counted(d) or 0) >= 170, 20)
+    assert settled(d) == 100 + 20 + 50  # the 300 lines of preds.log.2 were never seen
+    assert d.stop() == 0

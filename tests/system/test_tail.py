@@ -23,7 +23,7 @@ from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.errors import StateError
 from monitor.tail import DORMANT_AFTER_S, Descriptors, Tailer
-from tests.system.conftest import Writer, model_config, source
+from tests.system.conftest import Writer, model_config, run_cli, source
 from tests.waiting import wait_until
 
 
@@ -397,3 +397,13 @@ def test_running_out_of_descriptors_at_start_up_says_so(tmp_path, logs, monkeypa
         d.startup()
     assert "not writable" not in str(err.value)
     d.shutdown(clean=False)
+
+
+def test_follow_symlinks_and_max_open_files_are_checked_with_their_key_paths(tmp_path, logs):
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({"sources": [source(logs / "*.jsonl", follow_symlinks="yes")],
+                                      "models": {"fraud": model_config()}, "max_open_files": 0}))
+    out = run_cli("check-config", str(config))
+    assert out.returncode == 2
+    assert "sources[0].follow_symlinks: expected true or false" in out.stderr
+    assert "max_open_files: must be at least 1" in out.stderr
