@@ -153,6 +153,8 @@ class Reader:
                 self._ingest(source, block, now, stamp)
             for reason, n in tailer.take_skips().items():
                 self.aggregator.skip_files(source.name, reason, n)
+            for event, n in tailer.take_events().items():
+                self.aggregator.file_events(source.name, event, n)
             total += tailer.progress - before
         return total
 

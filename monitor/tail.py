@@ -30,11 +30,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeGuard
 
-from monitor.aggregate import SKIP_REASONS
+from monitor.aggregate import FILE_EVENTS, SKIP_REASONS
 
 log = logging.getLogger(__name__)
 _HOLE = re.compile(rb"^\0+", re.MULTILINE)
 COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE, MAX_OPEN_FILES = SKIP_REASONS
+ROTATED, TRUNCATED, COPIED = FILE_EVENTS
 # What logrotate's compressors write first: gzip, bzip2, xz, zstd.
 COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
@@ -254,6 +255,7 @@ class Tailer:
         self.skipped: dict[Key, tuple[str, int]] = {
             (dev, ino): (reason, mtime) for dev, ino, reason, mtime in skipped or []}
         self.new_skips: Counter[str] = Counter()  # not yet handed to the aggregator
+        self.new_events: Counter[str] = Counter()  # rotations, truncations, copies: likewise
         self.follow_symlinks = follow_symlinks
         self.root = os.path.realpath(glob_root(pattern)[0])
         self.descriptors = descriptors or Descriptors(1 << 30)
@@ -276,6 +278,11 @@ class Tailer:
         skips, self.new_skips = self.new_skips, Counter()
         return skips
 
+    def take_events(self) -> Counter[str]:
+        """Rotations, truncations and copies seen since the last call."""
+        events, self.new_events = self.new_events, Counter()
+        return events
+
     def backlog_bytes(self) -> int:
         """Bytes written to followed files and not yet read (for progress reports)."""
         total = 0
@@ -290,7 +297,8 @@ class Tailer:
         for f in self.files.values():
             self._close(f.fd)
         self.files.clear()
-        self.descriptors.tailers.remove(self)
+        if self in self.descriptors.tailers:
+            self.descriptors.tailers.remove(self)
 
     def spare(self) -> tuple[int, float] | None:
         """How little we need the file we would give up first (lower: less), if any:
@@ -432,6 +440,7 @@ class Tailer:
         if change == "same" or (change == "grown" and not self._rewritten(f)):
             return
         log.info("file truncated path=%s offset=%d size=%d", f.record.path, f.record.offset, f.size)
+        self.new_events[TRUNCATED] += 1
         self.progress += 1
         # The copy made before this truncation (if we follow it) holds the lines between
         # our offset and the copy: it continues where we stopped in the original.
@@ -457,7 +466,8 @@ class Tailer:
         twin = next((t for t in self.files.values() if t.twin_of == rec.key), None)
         if twin is not None:
             self.progress += 1
-            twin.twin_of = None
+            self.new_events[COPIED] += 1  # counted once it proves one (an empty new file
+            twin.twin_of = None           # beside a renamed one looks like a copy at first)
             with contextlib.suppress(OSError):
                 twin.size = os.fstat(twin.fd).st_size
             twin.record.offset, twin.record.skipping = copy_resume(rec.offset, rec.skipping,
@@ -491,6 +501,7 @@ class Tailer:
             restored = self.pending_records.pop(index)
             record.offset, record.skipping = restored.offset, restored.skipping
             if restored.key != key:  # a copy: it may hold less than we read of the original
+                self.new_events[COPIED] += 1
                 record.offset, record.skipping = copy_resume(restored.offset, restored.skipping,
                                                              st.st_size)
             record.line_no, record.fingerprint = restored.line_no, restored.fingerprint
@@ -501,6 +512,7 @@ class Tailer:
             record.fingerprint = known
             record.offset, _ = copy_resume(self.history.pop(known), False, st.st_size)
             log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
+            self.new_events[COPIED] += 1
         elif self.first_scan and self.start_at_end:
             record.offset, record.skipping = _last_line_end(fd, st.st_size, self.chunk)
         self.files[key] = f
@@ -621,6 +633,7 @@ class Tailer:
 
     def _forget(self, key: Key, f: _Open) -> None:
         """Close a rotated-away or deleted file for good."""
+        self.new_events[ROTATED] += 1  # not on a scan that merely missed it mid-rename
         self._hand_over(f)
         self._close(f.fd)
         del self.files[key]

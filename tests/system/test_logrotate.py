@@ -21,6 +21,7 @@ from tests.system.conftest import (
     Writer,
     model_config,
     source,
+    value,
     wait_until,
     writing,
 )
@@ -40,6 +41,12 @@ def assert_compressed_skipped(d: DaemonProcess, logs: Path) -> None:
     assert d.value("drift_monitor_skipped_files_total", source="preds",
                    reason="compressed") == len(gz)
     assert d.value("drift_monitor_rejected_lines_total", source="preds", reason="not_utf8") == 0
+
+
+def file_events(d: DaemonProcess) -> dict[str, float | None]:
+    samples = d.scrape()
+    return {event: value(samples, "drift_monitor_file_events_total", source="preds", event=event)
+            for event in ("rotated", "truncated", "copied")}
 
 
 def counted(d: DaemonProcess) -> float | None:
@@ -132,6 +139,11 @@ def test_logrotate_by_rename_counts_exactly_the_lines_the_files_hold(
     # Nothing is destroyed by a rename: every line written is in some file, counted once.
     assert len(present) == writer.total
     assert total == writer.total, d.log()[-3000:]
+    # A rename within the glob is no event; compress deletes each renamed file (seen once
+    # it has been gone for 5 s).
+    deleted = ROTATIONS - ("delaycompress" in directives) if "compress" in directives else 0
+    expected = {"rotated": deleted, "truncated": 0, "copied": 0}
+    wait_until(lambda: file_events(d) == expected, 20, what=f"file events {expected}")
     assert_compressed_skipped(d, logs)
     assert d.stop() == 0
 
@@ -155,6 +167,8 @@ def test_logrotate_copytruncate_never_counts_a_line_twice(daemon_factory, logs, 
     print(f"copytruncate: written={writer.total} in files={len(present)} "
           f"destroyed={destroyed} counted={total}")
     assert len(present) <= total <= writer.total, d.log()[-3000:]
+    events = file_events(d)
+    assert events["truncated"] == events["copied"] == ROTATIONS, events
     assert_compressed_skipped(d, logs)
     assert d.stop() == 0
 

@@ -407,3 +407,25 @@ def test_follow_symlinks_and_max_open_files_are_checked_with_their_key_paths(tmp
     assert out.returncode == 2
     assert "sources[0].follow_symlinks: expected true or false" in out.stderr
     assert "max_open_files: must be at least 1" in out.stderr
+
+
+def test_rotations_truncations_and_copies_are_counted_once_each(tmp_path: Path):
+    clock = FakeClock()
+    live = tmp_path / "p.log"
+    live.write_bytes(_numbered(0, 10))
+    tailer = Tailer(str(tmp_path / "p.log*"), 1 << 20, monotonic=clock, rotate_wait_s=1)
+    lines_of(tailer)
+    shutil.copyfile(live, tmp_path / "p.log.1")  # copytruncate, the copy in the glob
+    os.truncate(live, 0)
+    lines_of(tailer)
+    lines_of(tailer)
+    assert tailer.take_events() == {"truncated": 1, "copied": 1}
+    os.rename(tmp_path / "p.log.1", tmp_path / "old")  # rotated out of the glob...
+    live2 = tmp_path / "p.log.new"
+    live2.write_bytes(b"")  # ...and an empty new file: not a copy, though it looks like one
+    lines_of(tailer)
+    clock.advance(2)
+    lines_of(tailer)
+    lines_of(tailer)
+    assert tailer.take_events() == {"rotated": 1}  # once closed for good, not when missed
+    tailer.close()
