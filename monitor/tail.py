@@ -605,7 +605,8 @@ class Tailer:
                     opened = self._open(path)
                     if opened is not None:
                         self._admit(path, *opened)
-                        self.files[rec.key].gone = True
+                        if rec.key in self.files:  # not skipped (found compressed, say)
+                            self.files[rec.key].gone = True
                     break
         # What is still unclaimed is gone; its content may re-appear as a copy.
         for rec in self.pending_records:
