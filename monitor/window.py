@@ -110,25 +110,32 @@ def row_total(probs: Array, labels: npt.NDArray[np.int64], epsilon: float,
               weights: Array | None = None) -> Array:
     """The sum of the rows of these predictions (`prediction_rows` in its columns plus
     `label_rows` of the labelled ones; each row times `weights`, when given), without
-    building the rows."""
+    building the rows. Plain reductions, not matrix products: those go through a
+    multi-threaded BLAS that a loaded machine makes slower, not faster."""
     n, k = probs.shape
     layout = Layout(k)
-    w = np.ones(n) if weights is None else weights
     known = np.flatnonzero(labels >= 0)
-    y, p, wl = labels[known], probs[known], w[known]
+    y, p = labels[known], probs[known]
     squares, logloss, brier, correct, bins, confidence = _labelled_terms(p, y, epsilon)
+    wl = np.ones(len(known)) if weights is None else weights[known]
+
+    def total(w: Array | None, values: Array) -> Array:
+        if w is None:
+            return values.sum(axis=0)
+        return np.einsum("i,i...->...", w, values)
+
     row = np.zeros(layout.width)
-    row[PRED] = w.sum()
-    row[layout.probs] = w @ probs
-    row[layout.squares] = w @ (probs * probs)
+    row[PRED] = n if weights is None else weights.sum()
+    row[layout.probs] = total(weights, probs)
+    row[layout.squares] = total(weights, probs * probs)
     row[LABELLED] = wl.sum()
-    row[LOGLOSS] = wl @ logloss
+    row[LOGLOSS] = total(wl, logloss)
     row[layout.labels] = np.bincount(y, weights=wl, minlength=k)
-    row[layout.labelled_probs] = wl @ p
-    row[layout.labelled_squares] = wl @ squares
-    row[layout.logloss_squares] = wl @ (logloss * logloss)
-    row[layout.brier] = wl @ brier
-    row[layout.correct] = wl @ correct
+    row[layout.labelled_probs] = total(wl, p)
+    row[layout.labelled_squares] = total(wl, squares)
+    row[layout.logloss_squares] = total(wl, logloss * logloss)
+    row[layout.brier] = total(wl, brier)
+    row[layout.correct] = total(wl, correct.astype(np.float64))
     row[layout.ece_count] = np.bincount(bins, weights=wl, minlength=ECE_BINS)
     row[layout.ece_correct] = np.bincount(bins, weights=wl * correct, minlength=ECE_BINS)
     row[layout.ece_confidence] = np.bincount(bins, weights=wl * confidence, minlength=ECE_BINS)
