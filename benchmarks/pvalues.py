@@ -93,9 +93,9 @@ def power_rows() -> list[tuple[str, str, float]]:
     for labels in (50, 100, 150):
         o = rng.multinomial(labels, tripled, size=2_000).astype(float)
         r = rng.multinomial(10_000, prior, size=2_000).astype(float)
-        rows.append(("label shift vs 10,000 reference labels", f"K=10, class 0 10% -> 30%, labels={labels}",
+        rows.append(("label shift vs 10,000 reference labels", f"K=10, class 0 10% -> 30%, l={labels}",
                      float((stats.label_shift_against(o, r) < 0.01).mean())))
-        rows.append(("label shift vs static prior", f"K=10, class 0 10% -> 30%, labels={labels}",
+        rows.append(("label shift vs static prior", f"K=10, class 0 10% -> 30%, l={labels}",
                      float(np.mean([stats.label_shift_static(x, prior) < 0.01 for x in o[:500]]))))
     for n in (25, 50, 100):
         w = rng.dirichlet(np.r_[27 / 7, np.ones(9)], size=(1_000, n))
@@ -106,7 +106,7 @@ def power_rows() -> list[tuple[str, str, float]]:
     for labels in (25, 50, 100):
         w = np.minimum(-2 * np.log(rng.beta(2, 9, size=(2_000, labels))), -math.log(EPS))
         r = -np.log(rng.beta(2, 9, size=(2_000, 2_000)))
-        rows.append(("log-loss shift vs 2,000", f"K=10, every loss doubled, labels={labels}",
+        rows.append(("log-loss shift vs 2,000", f"K=10, every loss doubled, l={labels}",
                      float((stats.mean_excess(labels, w.sum(1), (w * w).sum(1), 2_000, r.sum(1),
                                               (r * r).sum(1), -math.log(EPS)) < 0.01).mean())))
     for labels in (250, 500, 1_000):
@@ -114,7 +114,7 @@ def power_rows() -> list[tuple[str, str, float]]:
         truth = p.copy()
         truth[..., 0] *= 2
         truth /= truth.sum(axis=-1, keepdims=True)
-        rows.append(("calibration", f"K=10, class 0 twice as frequent as predicted, labels={labels}",
+        rows.append(("calibration", f"K=10, class 0 twice as frequent as predicted, l={labels}",
                      float((stats.calibration(counts(labels_of(truth), 10), p.sum(1),
                                               (p * p).sum(1)) < 0.01).mean())))
     return rows
