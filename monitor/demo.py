@@ -4,7 +4,12 @@ A writer thread plays a fraud model: 10% of requests are fraud, the model is cal
 (mean output about [0.9, 0.1]) until DRIFT_AFTER_S, then it starts over-predicting
 fraud (mean output about [0.6, 0.4]) while the labels stay the same. Half the labels
 are on the prediction line, the rest arrive a few seconds later in a feedback log,
-joined by request id. The KL divergence of the 30s window rises first, then 5m's.
+joined by request id. The KL divergence of the 10s window rises first, then 30s's.
+
+The windows (demo.yaml) are shorter than the demo: a time window longer than the time
+since start holds every event, exactly the cumulative reference's scope, so its output
+drift KL(B_ref || B_window) would stay 0 for that long. With 10s and 30s windows every
+column moves within a minute.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ RATE_PER_S = 200
 LABEL_DELAY_S = 3.0
 
 
-def _port_free(port: int) -> bool:
+def _bind_error(port: int) -> str | None:
+    """Why the demo cannot listen on `port`, or None when it can."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _free_port() -> int:
@@ -121,8 +127,11 @@ def run_demo(port: int = 9841, duration_s: float | None = None) -> int:
     config_path = os.path.join(folder, "config.yaml")
     with resources.as_file(resources.files("monitor") / "demo.yaml") as source:
         shutil.copyfile(source, config_path)
-    if not _port_free(port):
-        port = _free_port()
+    if (error := _bind_error(port)) is not None:
+        free = _free_port()
+        print(f"drift-monitor demo: port {port} is not free ({error}), using port {free} instead",
+              flush=True)
+        port = free
     config = replace(load_config(config_path), listen_port=port)
     daemon = Daemon(config, config_path)
     url = f"http://127.0.0.1:{port}/metrics"
