@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from monitor.aggregate import Aggregator, ModelSnapshot
-from monitor.config import load_config, parse_listen
+from monitor.config import LabelSourceConfig, SourceConfig, load_config, parse_listen
 from monitor.errors import ConfigError, ConfigErrors, MonitorError
 from monitor.export import VERSION
 
@@ -42,8 +42,10 @@ def _check_config(args: argparse.Namespace) -> int:
         raise ConfigErrors([ConfigError("state_dir", f"{config.state_dir}: {problem}")])
     # A glob that matches nothing yet is legal (the service may not have written its
     # first log), so it is a warning, not an error; but it is the likeliest mistake.
+    groups: dict[str, tuple[SourceConfig | LabelSourceConfig, ...]] = {
+        "sources": config.sources, "labels": config.labels}
     unmatched = [(f"{key}[{i}].path", source)
-                 for key, group in (("sources", config.sources), ("labels", config.labels))
+                 for key, group in groups.items()
                  for i, source in enumerate(group)
                  if not any(os.path.isfile(p) for p in globlib.glob(source.path))]
     for key, source in unmatched:
@@ -125,6 +127,49 @@ class Progress:
         sys.stderr.flush()
 
 
+SAMPLE_LINES = 1000  # lines `init` reads, from the matched files in name order
+SAMPLE_BYTES = 1 << 20  # at most this much of each file
+
+
+def _init(args: argparse.Namespace) -> int:
+    from monitor.starter import infer
+
+    files = sorted(p for p in globlib.glob(args.glob) if os.path.isfile(p))
+    if not files:
+        raise ConfigErrors([ConfigError("--glob", f"no file matches {args.glob}")])
+    if args.output is not None and os.path.lexists(args.output):
+        raise ConfigErrors([ConfigError("--output", f"{args.output} exists: remove it or "
+                                                    "choose another name")])
+    lines: list[bytes] = []
+    used = 0
+    for path in files:
+        if len(lines) >= SAMPLE_LINES:
+            break
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(SAMPLE_BYTES)
+        except OSError as exc:
+            log.warning("cannot read file=%s error=%s", path, exc.strerror)
+            continue
+        used += 1
+        complete = data[: data.rfind(b"\n") + 1].splitlines()
+        lines += [line for line in complete if line.strip()][: SAMPLE_LINES - len(lines)]
+    try:
+        starter = infer(lines, os.path.abspath(args.glob), used)
+    except ValueError as exc:
+        raise ConfigErrors([ConfigError("--glob", f"{args.glob}: {exc}")]) from None
+    if args.output is None:
+        sys.stdout.write(starter.text)
+        return 0
+    with open(args.output, "x", encoding="utf-8") as fh:
+        fh.write(starter.text)
+    for note in starter.notes:
+        print(f"drift-monitor: check: {note}", file=sys.stderr)
+    print(f"wrote {args.output} from {len(lines)} lines of {used} file(s); "
+          f"next: drift-monitor check-config {args.output}", file=sys.stderr)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from monitor.demo import run_demo
 
@@ -194,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="serve /metrics here instead of the config's `listen` "
                           "(the container image passes 0.0.0.0:9841)")
     run.set_defaults(func=_run)
+    init = sub.add_parser("init", parents=[level],
+                          help="write a starter config from a sample of your prediction logs",
+                          description="Read the first lines of the files matching GLOB and "
+                                      "write a config with the fields, models and classes found.")
+    init.add_argument("--glob", required=True, metavar="GLOB",
+                      help="the prediction logs, e.g. 'logs/*.jsonl' (quote it from the shell)")
+    init.add_argument("--output", metavar="FILE",
+                      help="write the config here (never over an existing file); default stdout")
+    init.set_defaults(func=_init)
     demo = sub.add_parser("demo", parents=[level],
                           help="synthetic stream with injected drift, daemon and live table")
     demo.add_argument("--port", type=int, default=9841,

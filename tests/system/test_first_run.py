@@ -3,11 +3,14 @@ that cannot be used, missing process metrics, a demo whose columns say nothing."
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -237,3 +240,74 @@ def test_every_demo_column_means_something_within_a_minute():
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+# -- init: a starter config from the logs ------------------------------------------------
+
+def test_init_writes_a_config_that_reads_the_demo_writers_logs_without_a_rejection(tmp_path):
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "deploy" / "demo" / "writer.py"), "--out",
+                    str(tmp_path / "logs"), "--count", "600", "--bad-every", "0", "--seed", "3"],
+                   check=True, timeout=60)
+    config = tmp_path / "drift-monitor.yaml"
+    out = run_cli("init", "--glob", str(tmp_path / "logs" / "predictions-*.jsonl"),
+                  "--output", str(config))
+    assert out.returncode == 0, out.stderr
+    assert f"next: drift-monitor check-config {config}" in out.stderr
+    written = yaml.safe_load(config.read_text())
+    (model,) = written["models"].values()
+    assert model["classes"] == ["0", "1"]  # probs lists of two, labels 0/1
+    assert run_cli("check-config", str(config)).returncode == 0
+    out = run_cli("replay", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)["metrics"]
+    (predictions,) = [m["value"] for m in metrics if m["name"] == "model_drift_predictions_total"]
+    assert predictions == 600
+
+
+def test_init_finds_the_demo_models_renamed_nested_fields_and_its_classes(tmp_path):
+    from monitor.demo import Writer
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rng = random.Random(5)
+    writer = Writer(str(logs), threading.Event(), seed=5)
+    with open(logs / "p-1.jsonl", "w") as fh:
+        for i in range(300):
+            line, label = writer.prediction(i, 1.7e9 + i, drifted=False)
+            doc = {"when": line["ts"], "svc": {"model_name": "fraud-v2", "request_id": line["id"]},
+                   "result": {"probabilities": dict(zip(["legit", "fraud"], line["probs"]))}}
+            if rng.random() < 0.5:
+                doc["ground_truth"] = ["legit", "fraud"][label]
+            fh.write(json.dumps(doc) + "\n")
+    out = run_cli("init", "--glob", str(logs / "*.jsonl"))
+    assert out.returncode == 0, out.stderr
+    written = yaml.safe_load(out.stdout)
+    assert written["models"] == {"fraud-v2": {"classes": ["legit", "fraud"], "windows": ["5m", "1h"],
+                                              "min_samples": 100}}
+    assert written["sources"][0]["fields"] == {
+        "probabilities": "result.probabilities", "label": "ground_truth",
+        "model": "svc.model_name", "id": "svc.request_id"}
+    assert "Not found: timestamp" in out.stdout
+    config = tmp_path / "c.yaml"
+    config.write_text(out.stdout)
+    out = run_cli("replay", str(config), "--json")
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads(out.stdout)["metrics"]
+    (predictions,) = [m["value"] for m in metrics if m["name"] == "model_drift_predictions_total"]
+    assert predictions == 300
+
+
+def test_init_refuses_no_match_a_label_log_and_an_existing_output(tmp_path, logs):
+    out = run_cli("init", "--glob", str(logs / "*.jsonl"))
+    assert out.returncode == 2 and f"--glob: no file matches {logs}/*.jsonl" in out.stderr
+    append(logs / "labels.jsonl", [{"id": "r-1", "label": 1}] * 3)
+    out = run_cli("init", "--glob", str(logs / "*.jsonl"))
+    assert out.returncode == 2 and "is it a label log" in out.stderr
+    append(logs / "p.jsonl", [{"probs": [0.5, 0.5]}])
+    existing = tmp_path / "mine.yaml"
+    existing.write_text("keep me\n")
+    out = run_cli("init", "--glob", str(logs / "p.jsonl"), "--output", str(existing))
+    assert out.returncode == 2 and "exists" in out.stderr
+    assert existing.read_text() == "keep me\n"
+    assert "Traceback" not in out.stderr
