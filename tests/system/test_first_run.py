@@ -311,3 +311,24 @@ def test_init_refuses_no_match_a_label_log_and_an_existing_output(tmp_path, logs
     assert out.returncode == 2 and "exists" in out.stderr
     assert existing.read_text() == "keep me\n"
     assert "Traceback" not in out.stderr
+
+
+# -- the quickstart ----------------------------------------------------------------------
+
+def quickstart_commands() -> list[str]:
+    root = Path(__file__).resolve().parents[2]
+    section = (root / "README.md").read_text().split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0].strip() for block in section.split("```sh\n")[1:]]
+
+
+def test_quickstart_is_two_commands_that_make_and_use_a_venv_and_ci_runs_the_second():
+    demo_command, test_command = quickstart_commands()
+    for command in (demo_command, test_command):
+        assert "\n" not in command
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+        # Nothing from outside the venv: no bare pip, python or drift-monitor.
+        for step in command.split(" && ")[1:]:
+            assert step.startswith(".venv/bin/"), step
+    assert demo_command.endswith(".venv/bin/drift-monitor demo")
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text().rstrip("\n")
+    assert ci.rsplit("\n", 1)[1] == test_command
