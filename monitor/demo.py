@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 DRIFT_AFTER_S = 20.0
 RATE_PER_S = 200
 LABEL_DELAY_S = 3.0
+LOGS = ("predictions-0.jsonl", "labels-0.jsonl")  # what the Writer appends to
 
 
 def _bind_error(port: int) -> str | None:
@@ -76,8 +77,8 @@ class Writer(threading.Thread):
         start = time.time()
         delayed: list[tuple[float, dict]] = []
         i = 0
-        with (open(os.path.join(self.folder, "predictions-0.jsonl"), "a", encoding="utf-8") as predictions,
-              open(os.path.join(self.folder, "labels-0.jsonl"), "a", encoding="utf-8") as labels):
+        with (open(os.path.join(self.folder, LOGS[0]), "a", encoding="utf-8") as predictions,
+              open(os.path.join(self.folder, LOGS[1]), "a", encoding="utf-8") as labels):
             while not self.stop_event.is_set():
                 now = time.time()
                 drifted = now - start > DRIFT_AFTER_S
@@ -124,6 +125,10 @@ class Table(threading.Thread):
 def run_demo(port: int = 9841, duration_s: float | None = None) -> int:
     folder = tempfile.mkdtemp(prefix="drift-monitor-demo-")
     os.makedirs(os.path.join(folder, "logs"))
+    # The logs exist before the daemon starts, or it would rightly warn that a source
+    # matches no file while the writer thread is still opening them.
+    for name in LOGS:
+        open(os.path.join(folder, "logs", name), "x").close()
     config_path = os.path.join(folder, "config.yaml")
     with resources.as_file(resources.files("monitor") / "demo.yaml") as source:
         shutil.copyfile(source, config_path)
