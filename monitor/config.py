@@ -209,7 +209,8 @@ def _choice(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-def _listen(value: object) -> tuple[str, int]:
+def parse_listen(value: object) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:PORT` for IPv6) -> (host, port)."""
     text = _string(value)
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -363,7 +364,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
     data = reader.mapping(raw, "", _TOP)
     if raw is None:
         reader.fail("sources", "required: the config is empty")
-    host, port = reader.get(data, "listen", "", _listen, ("127.0.0.1", 9841))
+    host, port = reader.get(data, "listen", "", parse_listen, ("127.0.0.1", 9841))
     state_dir = reader.get(data, "state_dir", "", _string, None)
 
     sources = []

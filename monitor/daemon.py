@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 READ_BUDGET = 8 << 20  # bytes per sweep over the sources, between checks for signals
 CATCH_UP_BYTES = 64 << 20  # a backlog above this at start-up gets progress lines
 MAX_BACKOFF_S = 60.0
+UNMATCHED_EVERY_S = 300.0  # how often a source whose glob matches no file is logged again
 WAKE, RELOAD, STOP = "wake", "reload", "stop"
 
 
@@ -103,6 +104,7 @@ class Reader:
         self.config = config
         self.aggregator = aggregator
         self.throttle = Throttle(10.0, monotonic)
+        self.unmatched = Throttle(UNMATCHED_EVERY_S, monotonic)
         self.sources: list[SourceConfig | LabelSourceConfig] = [*config.sources, *config.labels]
         state = tail_state or {}
         reuse = tailers or {}
@@ -179,6 +181,18 @@ class Reader:
             log.warning("line rejected source=%s file=%s line=%d reason=%s suppressed=%d",
                         source, path, line_no, reason, suppressed)
 
+    def files_followed(self) -> dict[str, int]:
+        """Files each source follows now (open, or fully read and closed), by name."""
+        return {name: len(t.files) + len(t.dormant) for name, t in self.tailers.items()}
+
+    def warn_unmatched(self) -> None:
+        """Log each source that follows no file, again every UNMATCHED_EVERY_S while
+        it stays so: a wrong glob otherwise only shows as zeros."""
+        followed = self.files_followed()
+        for source in self.sources:
+            if followed[source.name] == 0 and self.unmatched.allow(source.name) is not None:
+                log.warning("no file matches source=%s path=%s", source.name, source.path)
+
     def state(self) -> dict:
         return {
             name: {"path": t.pattern, "files": [asdict(r) for r in t.records()],
@@ -206,15 +220,18 @@ class Daemon:
         config_path: str | None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        listen: tuple[str, int] | None = None,
     ) -> None:
         if config.state_dir is None:
             raise ConfigErrors([ConfigError("state_dir", "required for `run`")])
-        self.config = config
+        self.path = os.path.join(config.state_dir, checkpoint.FILENAME)
+        # `run --web.listen-address` wins over the config's `listen`, on reload too.
+        self.listen = listen
+        self.config = config = self._listening(config)
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
         self.messages: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.path = os.path.join(config.state_dir, checkpoint.FILENAME)
         self.snapshot: Snapshot | None = None
         self.stopping = False
         self.dirty = True
@@ -222,10 +239,12 @@ class Daemon:
         self.last_durable = monotonic()
         self.last_tick = monotonic()
         self.next_checkpoint = 0.0
+        self.source_files: dict[str, int] = {}  # replaced whole; the HTTP thread reads it
         self.exposition = Exposition(
             lambda: self.snapshot,
             lambda: self.monotonic() - self.last_durable,
             lambda: self.failures,
+            lambda: self.source_files,
         )
         self.aggregator = Aggregator(config)
         self.reader: Reader | None = None
@@ -250,12 +269,15 @@ class Daemon:
         assert self.config.state_dir is not None
         try:
             os.makedirs(self.config.state_dir, exist_ok=True)
+        except FileExistsError:  # makedirs says "File exists" for a file in the way
+            raise StateError(f"state_dir {self.config.state_dir}: not a directory") from None
         except OSError as exc:
             raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
         self._restore()
         assert self.reader is not None
         # Where each file starts (start_at: end) is fixed before we report ready.
         self.reader.scan()
+        self.reader.warn_unmatched()
         try:
             self._write_checkpoint()
         except OSError as exc:
@@ -292,6 +314,7 @@ class Daemon:
             read = 0
             if mono >= next_poll:
                 read = self.reader.step(self.clock())
+                self.reader.warn_unmatched()
                 self.dirty = self.dirty or read > 0
                 if self.catch_up is not None and self.catch_up.progress(read):
                     self.catch_up = None
@@ -427,7 +450,7 @@ class Daemon:
                                      "written_at": self.clock()}, arrays)
         self.last_durable = self.monotonic()
         self.dirty = False
-        self.snapshot = self.aggregator.snapshot(self.clock())
+        self._publish()
 
     def _checkpoint(self) -> None:
         """Write if anything changed, else only refresh the published snapshot (idle
@@ -438,7 +461,7 @@ class Daemon:
                 self._write_checkpoint()
             else:
                 self.last_durable = self.monotonic()
-                self.snapshot = self.aggregator.snapshot(self.clock())
+                self._publish()
         except OSError as exc:
             self.failures += 1
             delay = min(interval * 2 ** min(self.failures, 16), MAX_BACKOFF_S)
@@ -448,11 +471,21 @@ class Daemon:
             return
         self.next_checkpoint = self.monotonic() + interval
 
+    def _publish(self) -> None:
+        assert self.reader is not None
+        self.snapshot = self.aggregator.snapshot(self.clock())
+        self.source_files = self.reader.files_followed()
+
+    def _listening(self, config: Config) -> Config:
+        if self.listen is None:
+            return config
+        return replace(config, listen_host=self.listen[0], listen_port=self.listen[1])
+
     def _reload(self) -> None:
         if self.config_path is None:
             return
         try:
-            config = load_config(self.config_path)
+            config = self._listening(load_config(self.config_path))
         except ConfigErrors as exc:
             for error in exc.errors:
                 log.error("reload rejected, keeping the running config: %s", error)
