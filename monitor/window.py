@@ -14,6 +14,8 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from monitor import schema
+
 Array = npt.NDArray[np.float64]
 
 PRED, LABELLED, LOGLOSS, PROBS = 0, 1, 2, 3
@@ -162,6 +164,8 @@ class CountWindow:
         return {"probs": self.probs, "labels": self.labels, "seen": np.array([self.seen])}
 
     def restore(self, state: dict[str, Array]) -> None:
+        schema.within(state["labels"], -1, self.k, "count window labels")
+        schema.within(state["seen"], 0, 2**62, "count window seen")
         self.probs[:] = state["probs"]
         self.labels[:] = state["labels"]
         self.seen = int(state["seen"][0])
