@@ -228,15 +228,28 @@ def write(path: str, meta: dict, arrays: Mapping[str, npt.NDArray]) -> int:
 
 
 def encode_record(meta: dict, arrays: Mapping[str, npt.NDArray]) -> bytes:
-    """One journal record: header, then zlib(JSON head + the arrays' bytes)."""
+    """One journal record: header, then zlib(JSON head + the arrays' bytes, shuffled)."""
     head = json.dumps({"meta": meta, "arrays": [[name, a.dtype.str, list(a.shape)]
                                                 for name, a in arrays.items()]},
                       separators=(",", ":")).encode()
-    raw = b"".join([struct.pack("<I", len(head)), head,
-                    *(np.ascontiguousarray(a).tobytes() for a in arrays.values())])
+    raw = b"".join([struct.pack("<I", len(head)), head, *(_shuffled(a) for a in arrays.values())])
     body = zlib.compress(raw, 1)
     sizes = struct.pack("<II", len(body), len(raw))
     return RECORD.pack(RECORD_MAGIC, len(body), len(raw), zlib.crc32(body, zlib.crc32(sizes))) + body
+
+
+def _shuffled(a: npt.NDArray) -> bytes:
+    """The array's bytes grouped by their place in each item (all first bytes, then all
+    second bytes...), as blosc does: the high bytes of nearby times, counters and
+    probabilities repeat, which zlib then finds (a record shrinks about 2x more)."""
+    items = np.ascontiguousarray(a).reshape(-1).view(np.uint8).reshape(-1, a.dtype.itemsize)
+    return items.T.tobytes()
+
+
+def _unshuffled(raw: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> npt.NDArray:
+    n = math.prod(shape)
+    planes = np.frombuffer(raw, dtype=np.uint8, count=n * dtype.itemsize, offset=offset)
+    return planes.reshape(dtype.itemsize, n).T.copy().view(dtype).reshape(shape)
 
 
 def decode_record_body(body: bytes, raw_len: int) -> tuple[dict, Arrays]:
@@ -272,8 +285,7 @@ def decode_record_body(body: bytes, raw_len: int) -> tuple[dict, Arrays]:
         size = math.prod(shape) * dtype.itemsize
         if offset + size > len(raw):
             raise CheckpointError(f"journal record array {name} runs past the record")
-        arrays[name] = np.frombuffer(raw, dtype=dtype, count=math.prod(shape),
-                                     offset=offset).reshape(shape).copy()
+        arrays[name] = _unshuffled(raw, offset, dtype, shape)
         offset += size
     if offset != len(raw):
         raise CheckpointError("journal record holds bytes no array claims")

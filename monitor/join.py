@@ -19,7 +19,7 @@ were applied to gives exactly the same state, and each waiting id is written onc
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -83,9 +83,14 @@ class JoinStore:
         self.seq = np.zeros(0, dtype=np.int64)
         self.probs = np.zeros((0, k))
         self.free: list[int] = []
-        # id -> (label, label time): labels that came before their prediction.
-        self.early: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self.joined: OrderedDict[str, None] = OrderedDict()
+        # id -> slot in early_labels / early_ts: labels that came before their prediction.
+        self.early: OrderedDict[str, int] = OrderedDict()
+        self.early_labels = np.zeros(0, dtype=np.int64)
+        self.early_ts = np.zeros(0)
+        self.early_free: list[int] = []
+        # Recently joined ids, oldest first (a set and a queue: no per-id dict node).
+        self.joined: set[str] = set()
+        self.joined_order: deque[str] = deque()
         self.joins = 0
         self.expired = 0
         self.duplicates = 0
@@ -107,7 +112,8 @@ class JoinStore:
             early = self.early.pop(request_id, None)
             if early is not None:
                 out_rows.append(row)
-                out_labels.append(early[0])
+                out_labels.append(int(self.early_labels[early]))
+                self.early_free.append(early)
                 self._remember_joined(request_id)
                 continue
             if request_id in self.waiting or request_id in self.joined:
@@ -143,9 +149,11 @@ class JoinStore:
                 self.expired += 1
             else:
                 while len(self.early) >= self.max_pending:
-                    self.early.popitem(last=False)
+                    self.early_free.append(self.early.popitem(last=False)[1])
                     self.expired += 1
-                self.early[request_id] = (label, label_ts)
+                slot = self._early_slot()
+                self.early[request_id] = slot
+                self.early_labels[slot], self.early_ts[slot] = label, label_ts
         index = np.asarray(slots, dtype=np.int64)
         joined = Joined(self.ts[index], self.seq[index], np.asarray(out_labels, dtype=np.int64),
                         self.probs[index])
@@ -170,10 +178,10 @@ class JoinStore:
                 break
             self._evict(self.waiting.pop(request_id))
         while self.early:
-            request_id, (_, label_ts) = next(iter(self.early.items()))
-            if label_ts >= horizon:
+            request_id, slot = next(iter(self.early.items()))
+            if self.early_ts[slot] >= horizon:
                 break
-            del self.early[request_id]
+            self.early_free.append(self.early.pop(request_id))
             self.expired += 1
 
     def _evict(self, slot: int) -> None:
@@ -181,36 +189,38 @@ class JoinStore:
         self.expired += 1
 
     def _slot(self) -> int:
-        if self.free:
-            return self.free.pop()
-        n = len(self.ts)
-        size = min(max(16, 2 * n), self.max_pending)
-        self.ts = np.resize(self.ts, size)
-        self.seq = np.resize(self.seq, size)
-        self.probs = np.resize(self.probs, (size, self.k))
-        self.free.extend(range(size - 1, n, -1))
-        return n
+        if not self.free:
+            self.ts, self.seq, self.probs = _grown(self.free, self.max_pending,
+                                                   self.ts, self.seq, self.probs)
+        return self.free.pop()
+
+    def _early_slot(self) -> int:
+        if not self.early_free:
+            self.early_labels, self.early_ts = _grown(self.early_free, self.max_pending,
+                                                      self.early_labels, self.early_ts)
+        return self.early_free.pop()
 
     def _remember_joined(self, request_id: str) -> None:
-        self.joined[request_id] = None
-        while len(self.joined) > self.max_pending:
-            self.joined.popitem(last=False)
+        self.joined.add(request_id)
+        self.joined_order.append(request_id)
+        while len(self.joined_order) > self.max_pending:
+            self.joined.discard(self.joined_order.popleft())
 
     # -- checkpoint --------------------------------------------------------------------
 
     def state(self) -> tuple[dict, dict[str, npt.NDArray]]:
         slots = np.fromiter(self.waiting.values(), dtype=np.int64, count=len(self.waiting))
-        early = list(self.early.items())
+        early = np.fromiter(self.early.values(), dtype=np.int64, count=len(self.early))
         meta = {"joins": self.joins, "expired": self.expired, "duplicates": self.duplicates}
         arrays: dict[str, npt.NDArray] = {
             "waiting_ids": _pack(list(self.waiting)),
             "waiting_ts": self.ts[slots],
             "waiting_seq": self.seq[slots],
             "waiting_probs": self.probs[slots],
-            "early_ids": _pack([i for i, _ in early]),
-            "early_labels": np.array([label for _, (label, _) in early], dtype=np.int64),
-            "early_ts": np.array([t for _, (_, t) in early], dtype=np.float64),
-            "joined_ids": _pack(list(self.joined)),
+            "early_ids": _pack(list(self.early)),
+            "early_labels": self.early_labels[early],
+            "early_ts": self.early_ts[early],
+            "joined_ids": _pack(list(self.joined_order)),
         }
         return meta, arrays
 
@@ -232,9 +242,16 @@ class JoinStore:
         early = _unpack(arrays, "early_ids")
         labels = schema.rows(arrays, "early_labels", np.int64, (), len(early))
         schema.within(labels, 0, self.k, "join.early_labels")
-        early_ts = schema.rows(arrays, "early_ts", np.float64, (), len(early))
-        self.early = OrderedDict(zip(early, zip(labels.tolist(), early_ts.tolist())))
-        self.joined = OrderedDict.fromkeys(_unpack(arrays, "joined_ids"))
+        self.early_ts = schema.rows(arrays, "early_ts", np.float64, (), len(early)).copy()
+        self.early_labels = labels.copy()
+        self.early = OrderedDict(zip(early, range(len(early))))
+        self.early_free = []
+        if len(self.early) != len(early):
+            raise CheckpointError("join.early_ids: an id twice")
+        self.joined_order = deque(_unpack(arrays, "joined_ids"))
+        self.joined = set(self.joined_order)
+        if len(self.joined) != len(self.joined_order):
+            raise CheckpointError("join.joined_ids: an id twice")
 
     # -- journal -----------------------------------------------------------------------
 
@@ -267,6 +284,15 @@ class JoinStore:
             else:
                 self.expire(op.now)
         self.ops = recording
+
+
+def _grown(free: list[int], cap: int, *columns: npt.NDArray) -> list[npt.NDArray]:
+    """`columns` (rows of one store) grown, twice as long up to `cap` rows (and at least
+    one more), the new rows put on the `free` list."""
+    n = len(columns[0])
+    size = max(min(max(16, 2 * n), cap), n + 1)
+    free.extend(range(size - 1, n - 1, -1))
+    return [np.resize(column, (size, *column.shape[1:])) for column in columns]
 
 
 def _record(ops: list[Op], op: Op) -> None:

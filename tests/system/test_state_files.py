@@ -211,7 +211,7 @@ def rewrite(d: DaemonProcess, meta: dict, arrays: dict) -> None:
     state = Path(d.config["state_dir"])
     meta = {k: v for k, v in meta.items() if k not in ("version", "arrays")}
     (state / checkpoint.FILENAME).write_bytes(checkpoint.encode(meta, arrays))
-    (state / checkpoint.JOURNAL).unlink(missing_ok=True)
+    (state / "journal").unlink(missing_ok=True)
 
 
 def replace_tail(meta: dict, arrays: dict) -> None:

@@ -4,9 +4,8 @@ CheckpointError may escape (bytes only: the files are tested in tests/system).""
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import json
-import math
 import struct
 
 import numpy as np
@@ -19,6 +18,7 @@ from monitor.aggregate import Aggregator, state_budget
 from monitor.config import build_config
 from monitor.daemon import _tail_state
 from monitor.errors import CheckpointError
+from monitor.join import MAX_ID_LENGTH
 
 from .strategies import FAST, SLOW, assert_same_snapshot, ingest_labels, ingest_predictions, line
 
@@ -259,10 +259,8 @@ SNAPSHOT_META, SNAPSHOT_ARRAYS = checkpoint.decode(SNAPSHOT)
 
 
 def only_checkpoint_errors(snapshot: bytes, journal: bytes) -> None:
-    try:
+    with contextlib.suppress(CheckpointError):
         restored(snapshot, journal)
-    except CheckpointError:
-        pass
 
 
 @SLOW
@@ -321,8 +319,31 @@ def test_restore_of_journal_bytes_overwritten_raises_only_checkpoint_errors(junk
     only_checkpoint_errors(SNAPSHOT, journal)
 
 
-def test_the_budget_bounds_what_the_config_can_need():
-    assert BUDGET > sum(a.nbytes for a in SNAPSHOT_ARRAYS.values())
-    assert BUDGET < 100 << 20
-    assert math.isfinite(BUDGET)
-    assert json.dumps(SNAPSHOT_META)  # plain JSON all through
+def test_the_budget_holds_every_store_full_of_the_longest_ids():
+    """The budget that restore checks declared sizes against is never below a state this
+    config can really have: every model admitted, stores full of the worst ids."""
+    aggregator = Aggregator(CONFIG)
+    for step in range(3):
+        feed(aggregator, step)
+    worst = "\u2028" * MAX_ID_LENGTH  # escaped to six bytes each in JSON
+    for name in ("fraud", "spam", "extra"):
+        model = aggregator.models[name]
+        store = aggregator._store(model)
+        assert store is not None
+        n = store.max_pending
+        ids = [f"{i:04d}{worst}"[:MAX_ID_LENGTH] for i in range(3 * n)]
+        store.add_predictions(ids[:n], np.zeros(n), np.arange(n), np.full((n, model.k), 0.5))
+        store.add_labels(ids[n:2 * n], np.zeros(n, dtype=np.int64), np.zeros(n))  # early
+        store.add_labels(ids[:n // 2], np.zeros(n // 2, dtype=np.int64), np.zeros(n // 2))
+    _, arrays = aggregator.state()
+    assert sum(a.nbytes for a in arrays.values()) <= BUDGET
+    assert BUDGET < 1 << 30  # and far below what a hostile header declares
+
+
+def test_an_id_longer_than_the_limit_is_refused_and_counted_as_expired():
+    store = Aggregator(CONFIG)._store(Aggregator(CONFIG).models["fraud"])
+    assert store is not None
+    long_id = "x" * (MAX_ID_LENGTH + 1)
+    store.add_predictions([long_id, "short"], np.zeros(2), np.arange(2), np.full((2, 2), 0.5))
+    store.add_labels(["y" * 10**6], np.zeros(1, dtype=np.int64), np.zeros(1))
+    assert (store.pending, len(store.early), store.expired) == (1, 0, 2)
