@@ -92,7 +92,8 @@ def second_of_traffic(second: int, t0: float, rate: int, ids: bool,
     return preds, rate, labels, n
 
 
-def run(rate: int, seconds: int, warmup: int, ids: bool, max_pending: int) -> dict:
+def run(rate: int, seconds: int, warmup: int, ids: bool, max_pending: int,
+        windows: list | None = None) -> dict:
     work = Path(tempfile.mkdtemp(prefix="drift-ckpt-"))
     raw = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
     (work / "logs").mkdir()
@@ -101,6 +102,8 @@ def run(rate: int, seconds: int, warmup: int, ids: bool, max_pending: int) -> di
     raw["sources"][0]["path"] = str(work / "logs" / "predictions-*.jsonl")
     raw["labels"][0]["path"] = str(work / "logs" / "labels-*.jsonl")
     raw["labels"][0]["max_pending"] = max_pending
+    if windows is not None:
+        raw["models"]["fraud"]["windows"] = windows
     (work / "config.yaml").write_text(yaml.safe_dump(raw))
     config = load_config(str(work / "config.yaml"))
     t0 = time.time() - warmup - seconds - 10
@@ -163,6 +166,7 @@ def run(rate: int, seconds: int, warmup: int, ids: bool, max_pending: int) -> di
         "p99_ms": float(np.percentile(latencies, 99) * 1e3),
         "max_ms": float(max(latencies) * 1e3),
         "compaction_ms": statistics.median(full_s) * 1e3,
+        "windows": raw["models"]["fraud"]["windows"],
     }
 
 
@@ -172,10 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.quick:
-        cases = [(500, 30, 100, True, 30_000), (500, 30, 5, False, 30_000)]
+        cases = [(500, 30, 100, True, 30_000), (500, 30, 5, False, 30_000),
+                 (500, 30, 5, False, 30_000, ["5m", "1h"])]
     else:
         # 300 s of warm-up at 3,500 unlabelled ids/s fill 1M pending.
-        cases = [(5000, 300, 300, True, 1_000_000), (5000, 300, 30, False, 1_000_000)]
+        cases = [(5000, 300, 300, True, 1_000_000), (5000, 300, 30, False, 1_000_000),
+                 (5000, 300, 30, False, 1_000_000, ["5m", "1h"])]
     results = [run(*case) for case in cases]
     if args.json:
         print(json.dumps(results, indent=1))
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|")
     for r in results:
         case = (f"{r['rate']:,} lines/s, " + (f"ids, {r['pending']:,} pending" if r["ids"]
-                                             else "no ids"))
+                                             else "no ids")) + f", windows {r['windows']}"
         print(f"| {case} | {r['snapshot_bytes'] / 1e6:,.1f} MB | {r['before_gb_day']:,.1f} GB/day,"
               f" {r['before_latency_ms']:.0f} ms | {r['after_gb_day']:,.2f} GB/day "
               f"({r['records_gb_day']:,.2f} records + {r['compaction_gb_day']:,.2f} compaction) | "

@@ -405,8 +405,8 @@ def _join_inputs(meta: dict, arrays: Mapping[str, npt.NDArray]) -> JoinInputs:
                 and entry[2] > 0):
             raise CheckpointError(f"journal joins[{n}]: malformed")
         prefix = f"o{n}."
-        ops = decode_ops(entry[3], {k[len(prefix):]: v for k, v in arrays.items()
-                                    if k.startswith(prefix)})
+        mine = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        ops = decode_ops(entry[3], _with_shared_rows(mine, arrays))
         out.append((entry[0], float(entry[1]), entry[2], ops))
     return out
 
@@ -567,8 +567,61 @@ def make_record(shadow: Mapping[str, npt.NDArray], meta: dict,
     for n, (model, ttl_s, max_pending, inputs) in enumerate(joins):
         kinds, op_arrays = encode_ops(inputs)
         entries.append([model, ttl_s, max_pending, kinds])
-        ops.update({f"o{n}.{key}": a for key, a in op_arrays.items()})
+        ops.update({f"o{n}.{key}": a for key, a in _share_rows(op_arrays, delta).items()})
     return encode_record({**meta, "joins": entries}, {**delta, **ops}), delta
+
+
+# A waiting prediction's probabilities are usually also a new row of its model's count
+# window in the same record: written once, the join input refers to that row. Generic:
+# rows are matched bit for bit against every `+` (changed rows) array of the record
+# with the same type and width, taken in name order as one pool.
+SHARED, REFS = "~", "^"
+
+
+def _pool(arrays: Mapping[str, npt.NDArray], like: npt.NDArray) -> npt.NDArray:
+    parts = [a for key, a in sorted(arrays.items()) if key.startswith("+") and a.ndim == 2
+             and a.dtype == like.dtype and a.shape[1:] == like.shape[1:]]
+    return np.concatenate(parts) if parts else like[:0]
+
+
+def _rows_as_bytes(a: npt.NDArray) -> list[bytes]:
+    return np.ascontiguousarray(a).view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))) \
+        .ravel().tolist()
+
+
+def _share_rows(op_arrays: Arrays, delta: Mapping[str, npt.NDArray]) -> Arrays:
+    out: Arrays = {}
+    for key, a in op_arrays.items():
+        pool = _pool(delta, a) if key.endswith(".probs") and a.ndim == 2 and len(a) else None
+        if pool is None or not len(pool):
+            out[key] = a
+            continue
+        index = {row: i for i, row in enumerate(_rows_as_bytes(pool))}
+        refs = np.array([index.get(row, -1) for row in _rows_as_bytes(a)], dtype=np.int64)
+        out[key + REFS] = refs
+        out[key + SHARED] = a[refs < 0]
+    return out
+
+
+def _with_shared_rows(mine: Arrays, record: Mapping[str, npt.NDArray]) -> Arrays:
+    """What `_share_rows` wrote, with every referred row back in place (checked)."""
+    out = {k: v for k, v in mine.items() if not k.endswith((REFS, SHARED))}
+    for key, refs in mine.items():
+        if not key.endswith(REFS):
+            continue
+        name = key[:-len(REFS)]
+        rest = mine.get(name + SHARED)
+        if rest is None or rest.ndim != 2 or refs.dtype != np.int64 or refs.ndim != 1:
+            raise CheckpointError(f"journal op rows {name}: malformed")
+        pool = _pool(record, rest)
+        missing = refs < 0
+        if int(missing.sum()) != len(rest) or (len(refs) and refs.max() >= len(pool)):
+            raise CheckpointError(f"journal op rows {name}: references out of range")
+        rows = np.empty((len(refs), rest.shape[1]), dtype=rest.dtype)
+        rows[missing] = rest
+        rows[~missing] = pool[refs[~missing]]
+        out[name] = rows
+    return out
 
 
 def journal_header(generation: int) -> bytes:
