@@ -22,7 +22,7 @@ very end of the file) was never durable, so it was never published: it is ignore
 other damage (a bad record followed by more, an absurd length, a record that does not fit
 the state) is a CheckpointError: the files are moved aside and the daemon starts fresh.
 
-Compaction writes a new snapshot (generation + 1; temp file, fsync, rename, fsync the
+Compaction writes a new snapshot (a new random generation; temp file, fsync, rename, fsync the
 folder) and then a new empty journal the same way, when the journal has grown past
 COMPACT_RATIO times the snapshot (and at least MIN_COMPACT_BYTES), at start-up, after a
 reload and after any failed write (a failed append may have left a partial record that
@@ -369,16 +369,6 @@ def apply(arrays: Arrays, delta: Mapping[str, npt.NDArray]) -> None:
             raise CheckpointError(f"journal array {key}: unknown kind")
 
 
-def _merge(base: dict, update: Mapping) -> dict:
-    """`base` with `update`'s keys replacing its own, objects merged key by key: a
-    record holds the metadata of its time; what it leaves out keeps the snapshot's."""
-    out = dict(base)
-    for key, value in update.items():
-        old = out.get(key)
-        out[key] = _merge(old, value) if isinstance(old, dict) and isinstance(value, dict) else value
-    return out
-
-
 # -- the two files together ---------------------------------------------------------------
 
 
@@ -453,7 +443,9 @@ def restore(meta: dict, arrays: Arrays, journal: bytes, budget: int) -> Saved:
     for record_meta, record_arrays in records:
         joins = _join_inputs(record_meta, record_arrays)
         apply(saved.arrays, {k: v for k, v in record_arrays.items() if not k.startswith("o")})
-        saved.meta = _merge(saved.meta, {k: v for k, v in record_meta.items() if k != "joins"})
+        # A record's sections replace the snapshot's whole; those it lacks (the join
+        # stores, journaled as their inputs) keep the snapshot's.
+        saved.meta = {**saved.meta, **{k: v for k, v in record_meta.items() if k != "joins"}}
         saved.joins.extend(joins)
     saved.records = len(records)
     return saved
@@ -474,7 +466,7 @@ def _upgrade_v2(meta: dict, arrays: Arrays) -> tuple[dict, Arrays]:
             stores.append({"model": entry.get("name"), "join": entry["join"]})
             out.update({f"j{n}.{k[len(prefix):]}": v for k, v in arrays.items()
                         if k.startswith(prefix)})
-    return {**meta, "aggregator": {**aggregator, "stores": stores}}, out
+    return {**meta, "stores": stores}, out
 
 
 def move_aside(state_dir: str, now: float) -> list[str]:
@@ -501,17 +493,11 @@ class Journal:
         self.budget = budget
         self.snapshot_path = os.path.join(state_dir, FILENAME)
         self.journal_path = os.path.join(state_dir, JOURNAL)
-        self.generation = 0
         self.shadow: Arrays = {}
         self.snapshot_bytes = 0
         self.journal_bytes = 0
         self.written = 0  # bytes written to the state files, ever (for the benchmark)
         self.broken = True
-
-    def continue_from(self, saved: Saved) -> None:
-        """Number the next snapshot after the one restored."""
-        generation = saved.meta.get("generation", 0)
-        self.generation = generation if isinstance(generation, int) else 0
 
     def wants_snapshot(self) -> bool:
         return self.broken or self.journal_bytes > max(MIN_COMPACT_BYTES,
@@ -521,14 +507,14 @@ class Journal:
                  others: Mapping[str, npt.NDArray]) -> None:
         """A full snapshot of `journaled` arrays (which later records diff) and `others`
         (which they do not: the join stores, journaled as their inputs), then an empty
-        journal of its generation."""
+        journal of its generation: a random number, so that no journal left by an
+        earlier snapshot (or an earlier state_dir's) can ever be taken for this one's."""
         self.broken = True  # until both files are in place
-        generation = self.generation + 1
+        generation = int.from_bytes(os.urandom(8), "little") >> 1
         size = write(self.snapshot_path, {**meta, "generation": generation},
                      {**journaled, **others})
         header = journal_header(generation)
         _replace_atomically(self.journal_path, lambda fh: fh.write(header))
-        self.generation = generation
         self.snapshot_bytes, self.journal_bytes = size, len(header)
         self.written += size + len(header)
         self.shadow = {name: a.copy() for name, a in journaled.items()}
@@ -585,8 +571,8 @@ def _pool(arrays: Mapping[str, npt.NDArray], like: npt.NDArray) -> npt.NDArray:
 
 
 def _rows_as_bytes(a: npt.NDArray) -> list[bytes]:
-    return np.ascontiguousarray(a).view(np.dtype((np.void, a.dtype.itemsize * a.shape[1]))) \
-        .ravel().tolist()
+    rows = np.ascontiguousarray(a).view(np.dtype((np.void, a.dtype.itemsize * a.shape[1])))
+    return cast(list[bytes], rows.ravel().tolist())
 
 
 def _share_rows(op_arrays: Arrays, delta: Mapping[str, npt.NDArray]) -> Arrays:

@@ -393,7 +393,9 @@ class Daemon:
 
     def _resume(self, saved: checkpoint.Saved) -> None:
         meta = schema.mapping(saved.meta, "checkpoint")
-        dropped = self.aggregator.restore(schema.field(meta, "aggregator", "checkpoint"),
+        aggregator = schema.mapping(schema.field(meta, "aggregator", "checkpoint"),
+                                    "checkpoint.aggregator")
+        dropped = self.aggregator.restore({**aggregator, "stores": meta.get("stores", [])},
                                           saved.arrays)
         self.aggregator.replay_joins(saved.joins, dropped)
         tail = _tail_state(schema.field(meta, "tail", "checkpoint"))
@@ -401,7 +403,6 @@ class Daemon:
         self.failures = schema.count(counters.get("checkpoint_failures", 0),
                                      "checkpoint.daemon.checkpoint_failures")
         self.reader = Reader(self.config, self.aggregator, tail, self.monotonic)
-        self.journal.continue_from(saved)
         for name in dropped:
             log.warning("model state dropped on restore, its classes changed model=%s", name)
         log.info("checkpoint restored path=%s journal_records=%d%s", self.path, saved.records,
@@ -419,8 +420,7 @@ class Daemon:
                 meta, arrays, self.aggregator.take_join_ops()):
             stores, store_arrays = self.aggregator.join_state()
             self.aggregator.record_joins()  # from here on, their inputs go to the journal
-            self.journal.snapshot({**meta, "aggregator": {**aggregator, "stores": stores}},
-                                  arrays, store_arrays)
+            self.journal.snapshot({**meta, "stores": stores}, arrays, store_arrays)
         self.last_durable = self.monotonic()
         self.dirty = False
         self.snapshot = self.aggregator.snapshot(self.clock())

@@ -73,8 +73,8 @@ def written_state(steps: int, records: int) -> tuple[Aggregator, bytes, bytes]:
     meta, arrays = checkpoint_meta(aggregator)
     stores, store_arrays = aggregator.join_state()
     aggregator.record_joins()
-    snapshot = checkpoint.encode({**meta, "aggregator": {**meta["aggregator"], "stores": stores},
-                                  "generation": 1}, {**arrays, **store_arrays})
+    snapshot = checkpoint.encode({**meta, "stores": stores, "generation": 1},
+                                 {**arrays, **store_arrays})
     shadow = {name: a.copy() for name, a in arrays.items()}
     journal = checkpoint.journal_header(1)
     for step in range(1, steps):
@@ -96,7 +96,8 @@ def restored(snapshot: bytes, journal: bytes) -> tuple[Aggregator, checkpoint.Sa
     aggregator = Aggregator(CONFIG)
     if not isinstance(saved.meta.get("aggregator"), dict):
         raise CheckpointError("no aggregator")
-    dropped = aggregator.restore(saved.meta["aggregator"], saved.arrays)
+    dropped = aggregator.restore({**saved.meta["aggregator"], "stores": saved.meta.get("stores")},
+                                 saved.arrays)
     aggregator.replay_joins(saved.joins, dropped)
     _tail_state(saved.meta.get("tail"))
     aggregator.snapshot(2000.0)
@@ -123,7 +124,9 @@ def test_snapshot_plus_records_restores_exactly_the_state_they_recorded(records)
     assert saved.records == records and not saved.torn
     assert saved.meta["daemon"] == {"checkpoint_failures": 2}
     again = Aggregator(CONFIG)
-    again.replay_joins(saved.joins, again.restore(saved.meta["aggregator"], saved.arrays))
+    dropped = again.restore({**saved.meta["aggregator"], "stores": saved.meta["stores"]},
+                            saved.arrays)
+    again.replay_joins(saved.joins, dropped)
     same_state(again, original)
     feed(original, 9)
     feed(again, 9)  # and the same future: the joins still waiting join alike
@@ -347,3 +350,15 @@ def test_an_id_longer_than_the_limit_is_refused_and_counted_as_expired():
     store.add_predictions([long_id, "short"], np.zeros(2), np.arange(2), np.full((2, 2), 0.5))
     store.add_labels(["y" * 10**6], np.zeros(1, dtype=np.int64), np.zeros(1))
     assert (store.pending, len(store.early), store.expired) == (1, 0, 2)
+
+
+def test_a_records_sections_replace_the_snapshots_whole():
+    """A fingerprint dropped from a tailer's history since the snapshot stays dropped."""
+    aggregator, snapshot, _ = written_state(1, 0)
+    meta, arrays = checkpoint_meta(aggregator)
+    meta["tail"] = {"preds": {**TAIL["preds"], "history": {}}}
+    record, _ = checkpoint.make_record({}, meta, arrays, [])
+    saved = checkpoint.restore(*checkpoint.decode(snapshot, BUDGET),
+                               checkpoint.journal_header(1) + record, BUDGET)
+    assert saved.meta["tail"]["preds"]["history"] == {}
+    assert saved.meta["stores"]  # what records never hold stays the snapshot's
