@@ -401,6 +401,17 @@ def _join_inputs(meta: dict, arrays: Mapping[str, npt.NDArray]) -> JoinInputs:
     return out
 
 
+def record_limit(budget: int) -> int:
+    """The largest journal record: a state's arrays (`budget`) and its metadata."""
+    return budget + MAX_META_BYTES
+
+
+def journal_limit(budget: int) -> int:
+    """Compaction keeps a journal below this: one record past its threshold, which is
+    at most COMPACT_RATIO snapshots (each at most a record's size)."""
+    return max(MIN_COMPACT_BYTES, COMPACT_RATIO * record_limit(budget)) + record_limit(budget)
+
+
 def load(state_dir: str, budget: int) -> Saved | None:
     """The state in `state_dir` (None when there is none). `budget`: the most bytes of
     arrays the config can need; larger declared sizes are refused before allocation."""
@@ -413,8 +424,7 @@ def load(state_dir: str, budget: int) -> Saved | None:
         meta, arrays = _load(fh, budget)
     try:
         with open(os.path.join(state_dir, JOURNAL), "rb") as jh:
-            # Compaction keeps a journal below this (one record past the threshold).
-            limit = max(MIN_COMPACT_BYTES, COMPACT_RATIO * budget) + budget
+            limit = journal_limit(budget)
             if os.fstat(jh.fileno()).st_size > limit:
                 raise CheckpointError(f"journal larger than this config can need ({limit})")
             journal = jh.read()
@@ -439,7 +449,7 @@ def restore(meta: dict, arrays: Arrays, journal: bytes, budget: int) -> Saved:
         raise CheckpointError("not a drift-monitor journal")
     if GENERATION.unpack_from(journal, len(JOURNAL_MAGIC))[0] != generation:
         return saved  # older than the snapshot, which holds all of it
-    records, saved.torn = _read_records(journal[header:], budget)
+    records, saved.torn = _read_records(journal[header:], record_limit(budget))
     for record_meta, record_arrays in records:
         joins = _join_inputs(record_meta, record_arrays)
         apply(saved.arrays, {k: v for k, v in record_arrays.items() if not k.startswith("o")})
@@ -525,7 +535,7 @@ class Journal:
         False (nothing written) when it would be larger than a snapshot may be: then the
         caller writes a snapshot instead."""
         record, delta = make_record(self.shadow, meta, journaled, joins)
-        if len(record) > self.budget:
+        if len(record) > record_limit(self.budget):
             return False
         self.broken = True  # until the record is durable: a partial one hides the rest
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
