@@ -50,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.errors import CheckpointError
-from monitor.join import Op, decode_ops, encode_ops
+from monitor.join import ExpireOp, Op, decode_ops, encode_ops
 
 __all__ = ["CheckpointError"]
 
@@ -498,9 +498,14 @@ class Journal:
     diff; `broken` says the next checkpoint must be a snapshot (none yet, a reload, or a
     failed write)."""
 
-    def __init__(self, state_dir: str, budget: int) -> None:
+    def __init__(self, state_dir: str, budget: int, max_inputs: int = 1 << 62) -> None:
         self.state_dir = state_dir
         self.budget = budget
+        # Join inputs are replayed row by row at restore, which costs far more per row
+        # than loading a snapshot's: compacting after `max_inputs` of them bounds the
+        # restart time, not only the journal's size.
+        self.max_inputs = max_inputs
+        self.inputs = 0
         self.snapshot_path = os.path.join(state_dir, FILENAME)
         self.journal_path = os.path.join(state_dir, JOURNAL)
         self.shadow: Arrays = {}
@@ -510,8 +515,8 @@ class Journal:
         self.broken = True
 
     def wants_snapshot(self) -> bool:
-        return self.broken or self.journal_bytes > max(MIN_COMPACT_BYTES,
-                                                       COMPACT_RATIO * self.snapshot_bytes)
+        return self.broken or self.inputs > self.max_inputs or self.journal_bytes > max(
+            MIN_COMPACT_BYTES, COMPACT_RATIO * self.snapshot_bytes)
 
     def snapshot(self, meta: dict, journaled: Mapping[str, npt.NDArray],
                  others: Mapping[str, npt.NDArray]) -> None:
@@ -525,7 +530,7 @@ class Journal:
                      {**journaled, **others})
         header = journal_header(generation)
         _replace_atomically(self.journal_path, lambda fh: fh.write(header))
-        self.snapshot_bytes, self.journal_bytes = size, len(header)
+        self.snapshot_bytes, self.journal_bytes, self.inputs = size, len(header), 0
         self.written += size + len(header)
         self.shadow = {name: a.copy() for name, a in journaled.items()}
         self.broken = False
@@ -548,6 +553,8 @@ class Journal:
             os.close(fd)
         self.journal_bytes += len(record)
         self.written += len(record)
+        self.inputs += sum(len(op.ids) for *_, ops in joins for op in ops
+                           if not isinstance(op, ExpireOp))
         apply(self.shadow, {key: a.copy() for key, a in delta.items()})
         self.broken = False
         return True

@@ -213,7 +213,10 @@ class Daemon:
             lambda: self.failures,
         )
         self.aggregator = Aggregator(config)
-        self.journal = checkpoint.Journal(config.state_dir, state_budget(config))
+        # Restart replays the join inputs since the snapshot: at most a few stores' worth.
+        capacity = max((s.max_pending for s in config.labels), default=0)
+        self.journal = checkpoint.Journal(config.state_dir, state_budget(config),
+                                          checkpoint.COMPACT_RATIO * max(capacity, 100_000))
         self.reader: Reader | None = None
         self.catch_up: CatchUp | None = None
         self.server: MetricsServer | None = None

@@ -371,6 +371,6 @@ def _unpack(arrays: Mapping[str, npt.NDArray], name: str) -> list[str]:
         ids = json.loads(data.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise CheckpointError(f"array {name}: not a JSON list of ids") from None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+    if not isinstance(ids, list) or not set(map(type, ids)) <= {str}:
         raise CheckpointError(f"array {name}: not a JSON list of ids")
     return ids

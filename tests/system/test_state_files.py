@@ -298,3 +298,18 @@ def test_a_kill_during_a_journal_write_leaves_a_torn_record_that_is_ignored(daem
     d.wait_value("model_drift_predictions_total", 200, model="fraud")
     assert "torn_record_ignored=1" in d.log() and "checkpoint unreadable" not in d.log()
     assert d.stop() == 0
+
+
+def test_the_journal_is_compacted_once_restart_would_replay_too_many_join_inputs(tmp_path):
+    from monitor.join import PredictionsOp
+
+    journal = checkpoint.Journal(str(tmp_path), 1 << 20, max_inputs=10)
+    arrays = {"a": np.zeros(3)}
+    journal.snapshot({"tail": {}}, arrays, {})
+    op = PredictionsOp([f"r-{i}" for i in range(6)], np.zeros(6), np.arange(6), np.zeros((6, 2)))
+    assert journal.append({"tail": {}}, arrays, [("m", 60.0, 100, [op])])
+    assert not journal.wants_snapshot()  # 6 inputs to replay
+    assert journal.append({"tail": {}}, arrays, [("m", 60.0, 100, [op])])
+    assert journal.wants_snapshot()  # 12: a snapshot next, and the count starts again
+    journal.snapshot({"tail": {}}, arrays, {})
+    assert not journal.wants_snapshot()
