@@ -298,6 +298,8 @@ class SourceSnapshot:
     name: str
     lines: dict[str, int]  # status -> lines
     rejected: dict[str, int]  # reason -> lines
+    skipped_files: dict[str, int]  # reason -> files the glob matched and we never read
+    file_events: dict[str, int]  # event -> followed files it happened to
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,15 +322,23 @@ class Snapshot:
 
 
 STATUSES = ("ok", "rejected", "late")
+# Why a file matched by a source's glob is not read (tail.py decides; each file once;
+# max_open_files: not yet, for want of a descriptor).
+SKIP_REASONS = ("compressed", "not_regular", "pseudo", "symlink_outside", "max_open_files")
+# What happened to followed files (tail.py tells): renamed away or deleted, cut, copied.
+FILE_EVENTS = ("rotated", "truncated", "copied")
 
 
 class SourceCounters:
     def __init__(self) -> None:
         self.lines = dict.fromkeys(STATUSES, 0)
         self.rejected = {reason.value: 0 for reason in Reason}
+        self.skipped_files = dict.fromkeys(SKIP_REASONS, 0)
+        self.file_events = dict.fromkeys(FILE_EVENTS, 0)
 
     def snapshot(self, name: str) -> SourceSnapshot:
-        return SourceSnapshot(name, dict(self.lines), dict(self.rejected))
+        return SourceSnapshot(name, dict(self.lines), dict(self.rejected),
+                              dict(self.skipped_files), dict(self.file_events))
 
 
 class Aggregator:
@@ -419,6 +429,12 @@ class Aggregator:
         self.count(self.counters[source.name], lines, parsed.rejects, 0, parsed.blank)
         return parsed.rejects
 
+    def skip_files(self, source_name: str, reason: str, n: int) -> None:
+        self.counters[source_name].skipped_files[reason] += n
+
+    def file_events(self, source_name: str, event: str, n: int) -> None:
+        self.counters[source_name].file_events[event] += n
+
     def reject_too_long(self, source_name: str) -> None:
         self.count(self.counters[source_name], 1, [Reject(0, Reason.TOO_LONG)], 0, 0)
 
@@ -457,7 +473,9 @@ class Aggregator:
                                    "reference": repr(model.config.reference)})
             arrays.update({f"m{i}.{key}": v for key, v in model.state().items()})
         for name, c in self.counters.items():
-            meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected}
+            meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected,
+                                     "skipped_files": c.skipped_files,
+                                     "file_events": c.file_events}
         if stores:
             meta["stores"], join_arrays = self.join_state()
             arrays.update(join_arrays)
@@ -512,13 +530,18 @@ class Aggregator:
             saved = schema.mapping(saved, where)
             lines = schema.counts(schema.field(saved, "lines", where), f"{where}.lines")
             rejected = schema.counts(schema.field(saved, "rejected", where), f"{where}.rejected")
+            # (absent in checkpoints of v0.1)
+            skipped = schema.counts(saved.get("skipped_files", {}), f"{where}.skipped_files")
+            events = schema.counts(saved.get("file_events", {}), f"{where}.file_events")
             counters = self.counters.get(name)
             if counters is not None:
-                # Only the statuses and reasons this version knows: label values on
-                # /metrics never come from a file.
-                counters.lines.update((k, v) for k, v in lines.items() if k in counters.lines)
-                counters.rejected.update(
-                    (k, v) for k, v in rejected.items() if k in counters.rejected)
+                # Only the statuses, reasons and events this version knows: label values
+                # on /metrics never come from a file.
+                for known, saved_counts in ((counters.lines, lines),
+                                            (counters.rejected, rejected),
+                                            (counters.skipped_files, skipped),
+                                            (counters.file_events, events)):
+                    known.update((k, v) for k, v in saved_counts.items() if k in known)
         return dropped
 
     # -- journal -----------------------------------------------------------------------
