@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor import divergence, stats
+from monitor import divergence, schema, stats
 from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
 from monitor.decode import BlockDecoder
-from monitor.join import Joined, JoinStore
+from monitor.errors import CheckpointError
+from monitor.join import MAX_ID_LENGTH, Joined, JoinStore, Op
 from monitor.parse import Predictions, Reason, Reject, parse_labels, parse_predictions
 from monitor.reference import Decay, make_reference
 from monitor.window import (
@@ -279,19 +280,34 @@ class ModelState:
             out.update({f"window.{spec.name}.{key}": v for key, v in window.state().items()})
         return out
 
-    def restore(self, state: dict[str, Array], *, same_reference: bool = True) -> None:
-        """Load what `state()` wrote; windows not in it (new in the config) start empty."""
-        self.clock, self.last_event_ts = (float(x) for x in state["clock"])
-        self.predictions_total = int(state["predictions_total"][0])
-        self.labels_total[:] = state["labels_total"]
-        self.probability_total[:] = state["probability_total"]
-        self.log_loss_sum_total = float(state["log_loss_sum_total"][0])
+    def restore(self, state: Mapping[str, Array], *, same_reference: bool = True) -> None:
+        """Load what `state()` wrote; windows not in it (new in the config) start empty.
+        Every array must have exactly the dtype and shape this model's own have
+        (CheckpointError otherwise): a restore never reshapes or broadcasts."""
+        template = self.state()
+
+        def part(prefix: str) -> dict[str, Array]:
+            return {key[len(prefix):]: schema.array(state, key, template[key])
+                    for key in template if key.startswith(prefix)}
+
+        self.clock, self.last_event_ts = (float(x) for x in schema.array(state, "clock",
+                                                                          template["clock"]))
+        total = schema.array(state, "predictions_total", template["predictions_total"])
+        schema.within(total, 0, 2**62, "predictions_total")
+        self.predictions_total = int(total[0])
+        self.labels_total[:] = schema.array(state, "labels_total", template["labels_total"])
+        self.probability_total[:] = schema.array(state, "probability_total",
+                                                 template["probability_total"])
+        loss = schema.array(state, "log_loss_sum_total", template["log_loss_sum_total"])
+        if not loss[0] >= 0:  # NaN too: a sum of non-negative terms
+            raise CheckpointError(f"log_loss_sum_total: {loss[0]} is not a sum of losses")
+        self.log_loss_sum_total = float(loss[0])
         if same_reference:
-            self.reference.restore(_prefixed(state, "reference."))
+            self.reference.restore(part("reference."))
         for spec, window in zip(self.config.windows, self.windows):
-            part = _prefixed(state, f"window.{spec.name}.")
-            if part:
-                window.restore(part)
+            prefix = f"window.{spec.name}."
+            if any(key.startswith(prefix) for key in state):
+                window.restore(part(prefix))
             elif isinstance(window, CountWindow):
                 # New in the config: empty, but numbered like the model's predictions so
                 # that labels joined later land on the right rows.
@@ -299,7 +315,7 @@ class ModelState:
 
 
 def _prefixed(state: Mapping[str, Array], prefix: str) -> dict[str, Array]:
-    """The arrays under `prefix`, read only those (a checkpoint reads arrays on access)."""
+    """The arrays under `prefix`."""
     return {key[len(prefix):]: state[key] for key in state if key.startswith(prefix)}
 
 
@@ -354,6 +370,28 @@ class _FedBy:
 
     def admit(self, name: str) -> Reason | None:
         return self.models.admit(name)
+
+
+def state_budget(config: Config) -> int:
+    """The most bytes of arrays `Aggregator.state()` can hold under `config`: every model
+    it can have (the configured ones, and up to max_models through the template) and a
+    full join store for each model a label source can feed. A checkpoint that declares
+    more is refused before anything is read into memory."""
+    def model_bytes(name: str, model: ModelConfig) -> int:
+        return sum(a.nbytes for a in ModelState(name, model).state().values())
+
+    total = sum(model_bytes(name, model) for name, model in config.models.items())
+    ks = [len(model.classes) for model in config.models.values()]
+    if config.default_model is not None:
+        admitted = max(0, config.max_models - len(config.models))
+        total += admitted * model_bytes("default", config.default_model)
+        ks.append(len(config.default_model.classes))
+    id_bytes = 6 * MAX_ID_LENGTH + 3  # an id JSON-escaped at worst, quotes and comma
+    per_entry = 3 * id_bytes + 8 * (max(ks, default=2) + 4)  # waiting, early, joined
+    for source in config.labels:
+        models = 1 if source.model is not None else config.max_models
+        total += models * source.max_pending * per_entry
+    return total + (1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +456,7 @@ class Aggregator:
         self.stores: dict[str, JoinStore] = {}
         self.decoders: dict[str, BlockDecoder | bool | None] = {}
         self.duplicates = {s.name: 0 for s in config.labels}
+        self.recording = False  # join stores record their inputs for the journal
 
     def _store(self, model: ModelState) -> JoinStore | None:
         """The model's pending-label store, when a label source feeds this model."""
@@ -429,6 +468,8 @@ class Aggregator:
                 return None
             store = self.stores[model.name] = JoinStore(model.k, source.join_ttl_s,
                                                         source.max_pending)
+            if self.recording:
+                store.record()
         return store
 
     def _decoder(self, source: SourceConfig) -> BlockDecoder | None:
@@ -522,52 +563,124 @@ class Aggregator:
         store.expire(model.clock)
         return JoinSnapshot(model.name, store.pending, store.joins, store.expired)
 
-    def state(self) -> tuple[dict, dict[str, Array]]:
-        """JSON-able metadata and named arrays that restore this aggregator exactly."""
+    def state(self, stores: bool = True) -> tuple[dict, dict[str, Array]]:
+        """JSON-able metadata and named arrays that restore this aggregator exactly;
+        without `stores`, the join stores are left out (the journal records their
+        inputs instead, see `take_join_ops`)."""
         meta: dict = {"models": [], "sources": {}, "duplicates": self.duplicates}
         arrays: dict[str, Array] = {}
         for i, model in enumerate(self.models):
-            entry = {"name": model.name, "classes": list(model.config.classes),
-                     "reference": repr(model.config.reference)}
+            meta["models"].append({"name": model.name, "classes": list(model.config.classes),
+                                   "reference": repr(model.config.reference)})
             arrays.update({f"m{i}.{key}": v for key, v in model.state().items()})
-            store = self.stores.get(model.name)
-            if store is not None:
-                entry["join"], join_arrays = store.state()
-                arrays.update({f"j{i}.{key}": v for key, v in join_arrays.items()})
-            meta["models"].append(entry)
         for name, c in self.counters.items():
             meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected,
                                      "skipped_files": c.skipped_files,
                                      "file_events": c.file_events}
+        if stores:
+            meta["stores"], join_arrays = self.join_state()
+            arrays.update(join_arrays)
         return meta, arrays
 
-    def restore(self, meta: dict, arrays: Mapping[str, Array]) -> list[str]:
+    def join_state(self) -> tuple[list[dict], dict[str, Array]]:
+        """The join stores' part of `state()`: their entries and arrays."""
+        entries, arrays = [], {}
+        for n, (name, store) in enumerate(self.stores.items()):
+            store_meta, store_arrays = store.state()
+            entries.append({"model": name, "join": store_meta})
+            arrays.update({f"j{n}.{key}": v for key, v in store_arrays.items()})
+        return entries, arrays
+
+    def restore(self, meta: Mapping, arrays: Mapping[str, Array]) -> list[str]:
         """Load `state()` output; returns the names of models whose state was dropped
-        because their classes changed (or no longer fit under max_models)."""
+        because their classes changed (or no longer fit under max_models). Every part is
+        checked first: what does not fit is a CheckpointError."""
+        meta = schema.mapping(meta, "aggregator")
         dropped = []
-        for i, entry in enumerate(meta["models"]):
-            name = entry["name"]
-            if (self.models.classes(name) != tuple(entry["classes"])
-                    or self.models.admit(name) is not None):
+        models = schema.items(schema.field(meta, "models", "aggregator"), "aggregator.models")
+        for i, entry in enumerate(models):
+            where = f"aggregator.models[{i}]"
+            entry = schema.mapping(entry, where)
+            name = schema.text(schema.field(entry, "name", where), f"{where}.name")
+            classes = tuple(schema.text(c, f"{where}.classes") for c in
+                            schema.items(schema.field(entry, "classes", where), f"{where}.classes"))
+            reference = schema.text(schema.field(entry, "reference", where), f"{where}.reference")
+            if self.models.classes(name) != classes or self.models.admit(name) is not None:
                 dropped.append(name)
                 continue
             model = self.models[name]
             model.restore(_prefixed(arrays, f"m{i}."),
-                          same_reference=entry["reference"] == repr(model.config.reference))
-            store = self._store(model) if "join" in entry else None
+                          same_reference=reference == repr(model.config.reference))
+        for n, entry in enumerate(schema.items(meta.get("stores", []), "aggregator.stores")):
+            where = f"aggregator.stores[{n}]"
+            entry = schema.mapping(entry, where)
+            name = schema.text(schema.field(entry, "model", where), f"{where}.model")
+            if name in dropped or name not in self.models.states:
+                continue
+            store = self._store(self.models[name])
             if store is not None:
-                store.restore(entry["join"], _prefixed(arrays, f"j{i}."))
-        for name, n in meta["duplicates"].items():
+                store.restore(schema.field(entry, "join", where), _prefixed(arrays, f"j{n}."))
+        duplicates = schema.counts(schema.field(meta, "duplicates", "aggregator"),
+                                   "aggregator.duplicates")
+        for name, count in duplicates.items():
             if name in self.duplicates:
-                self.duplicates[name] = n
-        for name, saved in meta["sources"].items():
+                self.duplicates[name] = count
+        sources = schema.mapping(schema.field(meta, "sources", "aggregator"), "aggregator.sources")
+        for name, saved in sources.items():
+            where = f"aggregator.sources.{name}"
+            saved = schema.mapping(saved, where)
+            lines = schema.counts(schema.field(saved, "lines", where), f"{where}.lines")
+            rejected = schema.counts(schema.field(saved, "rejected", where), f"{where}.rejected")
+            # (absent in checkpoints of v0.1)
+            skipped = schema.counts(saved.get("skipped_files", {}), f"{where}.skipped_files")
+            events = schema.counts(saved.get("file_events", {}), f"{where}.file_events")
             counters = self.counters.get(name)
             if counters is not None:
-                counters.lines.update(saved["lines"])
-                counters.rejected.update(saved["rejected"])
-                counters.skipped_files.update(saved.get("skipped_files", {}))
-                counters.file_events.update(saved.get("file_events", {}))
+                # Only the statuses, reasons and events this version knows: label values
+                # on /metrics never come from a file.
+                for known, saved_counts in ((counters.lines, lines),
+                                            (counters.rejected, rejected),
+                                            (counters.skipped_files, skipped),
+                                            (counters.file_events, events)):
+                    known.update((k, v) for k, v in saved_counts.items() if k in known)
         return dropped
+
+    # -- journal -----------------------------------------------------------------------
+
+    def record_joins(self) -> None:
+        """From now on, every join store records its inputs (dropping any not taken)."""
+        self.recording = True
+        for store in self.stores.values():
+            store.record()
+
+    def stop_recording(self) -> None:
+        """Stop recording (a full state comes next: what was recorded is not needed)."""
+        self.recording = False
+        for store in self.stores.values():
+            store.stop_recording()
+
+    def take_join_ops(self) -> list[tuple[str, float, int, list[Op]]]:
+        """Per join store with new inputs: (model, ttl_s, max_pending, inputs)."""
+        out = []
+        for name, store in self.stores.items():
+            ops = store.take_ops()
+            if ops:
+                out.append((name, store.ttl_s, store.max_pending, ops))
+        return out
+
+    def replay_joins(self, entries: list[tuple[str, float, int, list[Op]]],
+                     dropped: list[str]) -> None:
+        """Apply inputs taken by `take_join_ops` again, in order, with the ttl and bound
+        they were applied with (then this config's), after `restore`."""
+        for name, ttl_s, max_pending, ops in entries:
+            model = self.models.states.get(name)
+            store = self._store(model) if model is not None and name not in dropped else None
+            if store is None:
+                continue
+            config = store.ttl_s, store.max_pending
+            store.ttl_s, store.max_pending = ttl_s, max_pending
+            store.replay(ops)
+            store.ttl_s, store.max_pending = config
 
     def reconfigure(self, config: Config) -> tuple[Aggregator, list[str]]:
         """The aggregator for a reloaded config: it restores this one's state, as a

@@ -22,12 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import MISSING, asdict, fields, replace
 
-from monitor import checkpoint
-from monitor.aggregate import Aggregator, Snapshot
+from monitor import checkpoint, schema
+from monitor.aggregate import Aggregator, Snapshot, state_budget
 from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
-from monitor.errors import ConfigError, ConfigErrors, StateError
+from monitor.errors import CheckpointError, ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
 from monitor.http import MetricsServer
 from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
@@ -247,6 +247,10 @@ class Daemon:
             lambda: self.source_files,
         )
         self.aggregator = Aggregator(config)
+        # Restart replays the join inputs since the snapshot: at most a few stores' worth.
+        capacity = max((s.max_pending for s in config.labels), default=0)
+        self.journal = checkpoint.Journal(config.state_dir, state_budget(config),
+                                          checkpoint.COMPACT_RATIO * max(capacity, 100_000))
         self.reader: Reader | None = None
         self.catch_up: CatchUp | None = None
         self.server: MetricsServer | None = None
@@ -268,11 +272,11 @@ class Daemon:
     def startup(self) -> None:
         assert self.config.state_dir is not None
         try:
-            os.makedirs(self.config.state_dir, exist_ok=True)
-        except FileExistsError:  # makedirs says "File exists" for a file in the way
-            raise StateError(f"state_dir {self.config.state_dir}: not a directory") from None
+            checkpoint.make_state_dir(self.config.state_dir)
         except OSError as exc:
             raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
+        if not os.path.isdir(self.config.state_dir):  # mkdir says "File exists" for a file
+            raise StateError(f"state_dir {self.config.state_dir}: not a directory")
         self._restore()
         assert self.reader is not None
         # Where each file starts (start_at: end) is fixed before we report ready.
@@ -419,35 +423,57 @@ class Daemon:
     # -- checkpoints -------------------------------------------------------------------
 
     def _restore(self) -> None:
-        """Aggregates and file offsets from the checkpoint, or a fresh start when there
-        is none. A corrupt one is reported in one line and moved aside: never a crash
-        loop, never silently ignored."""
+        """Aggregates and file offsets from the snapshot and its journal, or a fresh start
+        when there is none. Unusable state (damaged, or well-formed but not what this
+        config can hold: a CheckpointError, and nothing else) is reported in one line and
+        moved aside: never a crash loop, never silently ignored."""
+        assert self.config.state_dir is not None
         try:
-            with checkpoint.opened(self.path) as saved:
-                if saved is not None:
-                    meta, arrays = saved
-                    dropped = self.aggregator.restore(meta["aggregator"], arrays)
-                    self.reader = Reader(self.config, self.aggregator, meta["tail"], self.monotonic)
-                    for name in dropped:
-                        log.warning("model state dropped on restore, its classes changed model=%s",
-                                    name)
-                    log.info("checkpoint restored path=%s", self.path)
+            saved = checkpoint.load(self.config.state_dir, self.journal.budget)
+            if saved is not None:
+                self._resume(saved)
         except OSError as exc:
             raise StateError(f"cannot read checkpoint {self.path}: {exc.strerror}") from None
-        except (checkpoint.CheckpointError, KeyError, ValueError, TypeError, IndexError) as exc:
-            aside = checkpoint.move_aside(self.path, self.clock())
+        except CheckpointError as exc:
+            moved = checkpoint.move_aside(self.config.state_dir, self.clock())
             log.error("checkpoint unreadable, starting fresh path=%s moved_to=%s error=%s",
-                      self.path, aside, exc)
+                      self.path, ",".join(moved), exc)
             self.aggregator = Aggregator(self.config)
             self.reader = None
+            self.failures = 0
         if self.reader is None:
             self.reader = Reader(self.config, self.aggregator, None, self.monotonic)
 
+    def _resume(self, saved: checkpoint.Saved) -> None:
+        meta = schema.mapping(saved.meta, "checkpoint")
+        aggregator = schema.mapping(schema.field(meta, "aggregator", "checkpoint"),
+                                    "checkpoint.aggregator")
+        dropped = self.aggregator.restore({**aggregator, "stores": meta.get("stores", [])},
+                                          saved.arrays)
+        self.aggregator.replay_joins(saved.joins, dropped)
+        tail = _tail_state(schema.field(meta, "tail", "checkpoint"))
+        counters = schema.mapping(meta.get("daemon", {}), "checkpoint.daemon")
+        self.failures = schema.count(counters.get("checkpoint_failures", 0),
+                                     "checkpoint.daemon.checkpoint_failures")
+        self.reader = Reader(self.config, self.aggregator, tail, self.monotonic)
+        for name in dropped:
+            log.warning("model state dropped on restore, its classes changed model=%s", name)
+        log.info("checkpoint restored path=%s journal_records=%d%s", self.path, saved.records,
+                 " torn_record_ignored=1" if saved.torn else "")
+
     def _write_checkpoint(self) -> None:
+        """Offsets, aggregates and the daemon's own counters, durable as one unit: a
+        journal record of what changed, or a full snapshot when one is due."""
         assert self.reader is not None
-        meta, arrays = self.aggregator.state()
-        checkpoint.write(self.path, {"aggregator": meta, "tail": self.reader.state(),
-                                     "written_at": self.clock()}, arrays)
+        meta = {"tail": self.reader.state(), "written_at": self.clock(),
+                "daemon": {"checkpoint_failures": self.failures}}
+        aggregator, arrays = self.aggregator.state(stores=False)
+        meta["aggregator"] = aggregator
+        if self.journal.wants_snapshot() or not self.journal.append(
+                meta, arrays, self.aggregator.take_join_ops()):
+            stores, store_arrays = self.aggregator.join_state()
+            self.aggregator.record_joins()  # from here on, their inputs go to the journal
+            self.journal.snapshot({**meta, "stores": stores}, arrays, store_arrays)
         self.last_durable = self.monotonic()
         self.dirty = False
         self._publish()
@@ -464,6 +490,9 @@ class Daemon:
                 self._publish()
         except OSError as exc:
             self.failures += 1
+            # The journal may end in a partial record now: the next write is a snapshot,
+            # so the join stores need not keep their inputs meanwhile.
+            self.aggregator.stop_recording()
             delay = min(interval * 2 ** min(self.failures, 16), MAX_BACKOFF_S)
             log.error("checkpoint failed path=%s error=%s failures=%d retry_in=%.1fs",
                       self.path, exc.strerror, self.failures, delay)
@@ -496,6 +525,7 @@ class Daemon:
             config = _replace_listen(config, self.config)
         assert self.reader is not None
         self.aggregator, dropped = self.aggregator.reconfigure(config)
+        self.journal.broken = True  # a new aggregator: its stores record nothing yet
         for name in dropped:
             log.warning("model state dropped on reload, its classes changed model=%s", name)
         self.reader = Reader(config, self.aggregator, self.reader.state(), self.monotonic,
@@ -509,6 +539,44 @@ class Daemon:
 def _replace_listen(config: Config, old: Config) -> Config:
     return replace(config, listen_host=old.listen_host, listen_port=old.listen_port,
                    state_dir=old.state_dir)
+
+
+# What each FileRecord field may hold, by its annotation.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "str": (str,), "bool": (bool,), "str | None": (str, type(None)),
+    "float": (int, float), "int | None": (int, type(None))}
+
+
+def _tail_state(value: object) -> dict:
+    """The tail section of a checkpoint, checked: per source its glob, the files it
+    follows (FileRecord fields of the right types) and its fingerprint history."""
+    out = {}
+    for name, entry in schema.mapping(value, "tail").items():
+        where = f"tail.{name}"
+        entry = schema.mapping(entry, where)
+        records = []
+        for i, record in enumerate(schema.items(schema.field(entry, "files", where),
+                                                f"{where}.files")):
+            record = schema.mapping(record, f"{where}.files[{i}]")
+            for f in fields(FileRecord):
+                if f.name not in record:
+                    if f.default is MISSING:
+                        raise CheckpointError(f"{where}.files[{i}].{f.name}: missing")
+                    continue
+                types = _FIELD_TYPES.get(str(f.type))
+                ok = types is None or (isinstance(record[f.name], types) and not (
+                    isinstance(record[f.name], bool) and bool not in types))
+                if not ok:
+                    raise CheckpointError(f"{where}.files[{i}].{f.name}: expected {f.type}")
+            if set(record) - {f.name for f in fields(FileRecord)}:
+                raise CheckpointError(f"{where}.files[{i}]: unknown fields")
+            records.append(record)
+        history = schema.counts(entry.get("history", {}), f"{where}.history")
+        if not all(key.split(":", 1)[0].isdigit() for key in history):
+            raise CheckpointError(f"{where}.history: a key is not <bytes>:<digest>")
+        out[name] = {"path": schema.text(schema.field(entry, "path", where), f"{where}.path"),
+                     "files": records, "history": history}
+    return out
 
 
 def _watch_roots(sources: list[SourceConfig | LabelSourceConfig]) -> set[tuple[str, bool]]:

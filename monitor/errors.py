@@ -32,3 +32,9 @@ class StateError(MonitorError):
 
     exit_code = 1
 
+
+
+class CheckpointError(MonitorError):
+    """Saved state that cannot be used: corrupt, truncated, from an unknown version, or
+    well-formed but not what this config can hold. The daemon moves it aside and starts
+    fresh; nothing else a restore raises is caught (a schema bug must fail loudly)."""

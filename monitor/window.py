@@ -15,6 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from monitor import schema
+
 Array = npt.NDArray[np.float64]
 
 PRED, LABELLED, LOGLOSS, PROBS = 0, 1, 2, 3
@@ -290,6 +292,8 @@ class CountWindow:
                 "seen": np.array([self.seen])}
 
     def restore(self, state: dict[str, Array]) -> None:
+        schema.within(state["labels"], -1, self.k, "count window labels")
+        schema.within(state["seen"], 0, 2**62, "count window seen")
         self.ts[:] = state["ts"]
         self.probs[:] = state["probs"]
         self.labels[:] = state["labels"]

@@ -339,8 +339,12 @@ def test_failing_checkpoints_are_counted_retried_and_never_published_early(daemo
     append(path, [{"probs": [0.5, 0.5]}] * 3)
     d = daemon_factory(config_for(path)).start()
     d.wait_value("model_drift_predictions_total", 3, model="fraud")
-    blocker = Path(d.config["state_dir"]) / "checkpoint.npz.tmp"
+    state = Path(d.config["state_dir"])
+    blocker = state / "checkpoint.npz.tmp"
     blocker.mkdir()  # the temp file cannot be created: as good as a full disk
+    journal = state / "journal"  # nor can the journal be appended to
+    journal.rename(state / "journal.old")
+    journal.mkdir()
     append(path, [{"probs": [0.5, 0.5]}] * 4)
     wait_until(lambda: d.value("drift_monitor_checkpoint_failures_total") >= 2, 15)
     samples = d.scrape()
@@ -349,6 +353,7 @@ def test_failing_checkpoints_are_counted_retried_and_never_published_early(daemo
     assert value(samples, "drift_monitor_checkpoint_age_seconds") > 0.5
     assert "checkpoint failed" in d.log()
     blocker.rmdir()
+    journal.rmdir()
     d.wait_value("model_drift_predictions_total", 7, timeout_s=30, model="fraud")
     assert d.value("drift_monitor_checkpoint_age_seconds") < 5
     assert d.stop() == 0

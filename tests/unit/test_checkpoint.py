@@ -166,3 +166,47 @@ def test_pickled_objects_are_refused_not_loaded():
     data = npz(__meta__=meta_member(b'{"version": %d}' % VERSION), evil=np.array([{"a": 1}], dtype=object))
     with pytest.raises(CheckpointError):
         decode(data)
+
+
+def with_member(name: str, payload: bytes, compress: int = 0) -> bytes:
+    """A real checkpoint with one more zip member (named in the metadata's list)."""
+    import json
+    import zipfile
+
+    from monitor.checkpoint import MAGIC
+
+    buf = io.BytesIO()
+    meta = {"version": VERSION, "arrays": [name]}
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("__meta__.npy", _npy(np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)))
+        z.writestr(f"{name}.npy", payload, compress_type=compress)
+    return MAGIC + buf.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def test_an_array_header_declaring_56_tib_is_refused_before_anything_is_allocated():
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (7 * 2**40,)})
+    with pytest.raises(CheckpointError, match="declares"):
+        decode(with_member("big", header.getvalue() + b"\0" * 64))
+
+
+def test_an_array_larger_than_the_config_can_need_is_refused_unread():
+    data = with_member("x", _npy(np.zeros(1000)))
+    assert decode(data, budget=10_000)[1]["x"].shape == (1000,)
+    with pytest.raises(CheckpointError, match="more than this config can need"):
+        decode(data, budget=4_000)
+
+
+def test_a_deflated_member_is_refused_so_nothing_can_inflate():
+    import zipfile
+
+    bomb = _npy(np.zeros(1 << 20, dtype=np.uint8))  # 1 MiB of zeros deflates to ~1 KiB
+    with pytest.raises(CheckpointError, match="compressed"):
+        decode(with_member("bomb", bomb, zipfile.ZIP_DEFLATED))
