@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.config import FieldPath, Fields
-from monitor.decode import BlockDecoder
+from monitor.decode import INT64_MAX, INT64_MIN, BlockDecoder
 
 
 class Reason(str, Enum):
@@ -154,13 +154,26 @@ def class_index(value: object, classes: Sequence[str]) -> int:
     raise ValueError(value)
 
 
+def _integer(digits: str) -> int | float:
+    """A JSON integer literal; beyond 64 bits, a float (inf past 1e308), as the fast
+    path's typed decoding reads it. No field takes such a number, and it must get the
+    rejection its field gives any out-of-range number, not an exception: int -> float
+    (numpy, float()) raises OverflowError past 1e308, and json's own int() refuses more
+    than 4,300 digits."""
+    if len(digits) <= 20:
+        value = int(digits)
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+    return float(digits)
+
+
 def decode(line: bytes) -> dict | Reason:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return Reason.NOT_UTF8
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_int=_integer)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return Reason.NOT_JSON
     return obj if isinstance(obj, dict) else Reason.NOT_OBJECT

@@ -64,6 +64,7 @@ def accepted(parsed, model: str = "fraud") -> np.ndarray:
 
 
 GOOD = {"probs": [0.25, 0.75]}
+HUGE = b"1" + b"0" * 400  # past float range: int -> float raises OverflowError
 
 REJECTED = [
     (b'{"probs": [0.5, 0.5], "note": "\xff"}', Reason.NOT_UTF8),
@@ -117,6 +118,17 @@ REJECTED = [
     (line(prediction=True), Reason.UNKNOWN_CLASS),
     (line(probs=[0.5, 0.5], model="other"), Reason.UNKNOWN_MODEL),
     (line(probs=[0.5, 0.5], model="full-1"), Reason.TOO_MANY_MODELS),
+    # Integers beyond 64 bits get their field's rejection, never an exception.
+    (b'{"probs": [0.5, 0.5], "label": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    (b'{"probs": [0.5, 0.5], "label": -' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    (b'{"probs": [0.5, 0.5], "label": 9223372036854775808}', Reason.UNKNOWN_CLASS),
+    (b'{"probs": [0.5, ' + HUGE + b"]}", Reason.BAD_PROBABILITY),
+    (b'{"probs": [0.5, 18446744073709551616]}', Reason.BAD_SUM),
+    (b'{"probs": {"legit": ' + HUGE + b"}}", Reason.BAD_PROBABILITY),
+    (b'{"probs": [0.5, 0.5], "ts": ' + HUGE + b"}", Reason.BAD_TIMESTAMP),
+    (b'{"probs": [0.5, 0.5], "ts": ' + b"7" * 5000 + b"}", Reason.BAD_TIMESTAMP),
+    (b'{"probs": [0.5, 0.5], "id": ' + HUGE + b"}", Reason.BAD_ID),
+    (b'{"prediction": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
 ]
 
 
@@ -147,6 +159,13 @@ def test_deeply_nested_json_is_rejected_not_raised(parse):
     parsed = parse([deep, b"[" * 100_000, line(**GOOD)])
     assert reasons(parsed) in ([Reason.BAD_PROBABILITY, Reason.NOT_JSON], [Reason.NOT_JSON] * 2)
     assert parsed.predictions["fraud"].index.tolist() == [2]
+
+
+def test_a_huge_integer_in_a_field_nobody_reads_does_not_reject_the_line(parse):
+    """json's int() refuses more than 4,300 digits; the fast path skips the field unread."""
+    parsed = parse([b'{"probs": [0.25, 0.75], "note": ' + b"7" * 5000 + b"}"])
+    assert parsed.rejects == []
+    assert accepted(parsed).tolist() == [[0.25, 0.75]]
 
 
 def test_an_empty_block_parses_to_nothing(parse):
@@ -298,6 +317,8 @@ LABEL_REJECTED = [
     (line(id="a", label=None), Reason.MISSING_FIELD),
     (line(id="a", label="spam"), Reason.UNKNOWN_CLASS),
     (line(id="a", label=5), Reason.UNKNOWN_CLASS),
+    (b'{"id": "a", "label": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    (b'{"id": "a", "label": 1, "ts": -' + HUGE + b"}", Reason.BAD_TIMESTAMP),
     (line(id="a", label=1, ts="not a time"), Reason.BAD_TIMESTAMP),
     (line(id="a", label=1, ts=True), Reason.BAD_TIMESTAMP),
     (line(id=1.5, label=1), Reason.BAD_ID),
