@@ -39,6 +39,8 @@ MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 200_000  # counted after alias expansion (a billion laughs is 10^9)
 FieldPath = tuple[str, ...]
 UTC: tzinfo = _timezone.utc
+DEFAULT_MAX_ID_BYTES = 256
+DEFAULT_MAX_SKEW_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +114,8 @@ class Config:
     watch: str = "auto"  # auto (inotify + polling) | poll
     max_models: int = 100
     max_line_bytes: int = 1 << 20
-    max_id_bytes: int = 256
-    max_clock_skew_s: float = 300.0
+    max_id_bytes: int = DEFAULT_MAX_ID_BYTES
+    max_clock_skew_s: float = DEFAULT_MAX_SKEW_S
     sum_tolerance: float = 1e-3
     sources: tuple[SourceConfig, ...] = ()
     labels: tuple[LabelSourceConfig, ...] = ()
@@ -482,8 +484,8 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         watch=reader.get(data, "watch", "", _choice("auto", "poll"), "auto"),
         max_models=reader.get(data, "max_models", "", _int(1, MAX_MODELS), 100),
         max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16, MAX_LINE_BYTES), 1 << 20),
-        max_id_bytes=reader.get(data, "max_id_bytes", "", _int(1, MAX_ID_BYTES), 256),
-        max_clock_skew_s=reader.get(data, "max_clock_skew", "", parse_duration, 300.0),
+        max_id_bytes=reader.get(data, "max_id_bytes", "", _int(1, MAX_ID_BYTES), DEFAULT_MAX_ID_BYTES),
+        max_clock_skew_s=reader.get(data, "max_clock_skew", "", parse_duration, DEFAULT_MAX_SKEW_S),
         sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0, maximum=1.0), 1e-3),
         sources=predictions,
         labels=labels,

@@ -104,6 +104,13 @@ class JoinStore:
         self.joins += len(slots)
         return joined
 
+    def forget_early(self, ids: list[str]) -> None:
+        """Drop these early labels, neither expired nor duplicates: a label without a
+        model waited here and in other models' stores, and another model's prediction
+        took it."""
+        for request_id in ids:
+            self.early.pop(request_id, None)
+
     def expire(self, now: float) -> None:
         """Drop what has waited longer than the ttl (event time `now`), oldest arrival
         first, stopping at the first entry still young enough: a cost proportional to
