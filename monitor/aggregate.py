@@ -376,9 +376,10 @@ class Aggregator:
                 early = [x for x in ids if x in store.early] if self.by_id_alone else []
                 model.add_labels(store.add_predictions(
                     ids, batch.ts[index], seq[index], batch.probs[index]))
-                for other in self.stores.values():
-                    if other is not store and early:
-                        other.forget_early(early)
+                if early:  # labels without a model that also waited for other models
+                    for other in self.stores.values():
+                        if other is not store:
+                            other.forget_early(early)
             store.expire(model.clock)
         parsed.rejects.sort(key=lambda reject: reject.index)
         self.count(self.counters[source.name], lines, parsed.rejects, late, parsed.blank)
@@ -387,21 +388,23 @@ class Aggregator:
     def _within_skew(self, model: ModelState, batch: Predictions, rejects: list[Reject]) -> Predictions:
         """Replay has no wall clock to hold event times to: a line more than
         max_clock_skew ahead of both the clock and the line of its model read just before
-        it is a bad timestamp. So a lone line stamped hours ahead never moves the clock,
-        and after a gap in the log the first line is rejected and the second, close to
-        the first, moves the clock on."""
+        it is a bad timestamp, unless the line after it (in the same block) is as close
+        to it: that is a gap in the log, and the clock moves on. So a lone line stamped
+        hours ahead never moves the clock."""
+        skew = self.config.max_clock_skew_s
+        ts = batch.ts
         before = self.last_read.get(model.name, -math.inf)
-        self.last_read[model.name] = float(batch.ts[-1])
-        previous = np.concatenate(([before], batch.ts[:-1]))
-        reference = np.maximum(previous, model.clock)
+        self.last_read[model.name] = float(ts[-1])
+        reference = np.maximum(np.concatenate(([before], ts[:-1])), model.clock)
+        too_far = ts - reference > skew
         # The first line read has nothing before it to be ahead of (reference -inf).
-        too_far = batch.ts - reference > self.config.max_clock_skew_s
         too_far[0] &= math.isfinite(reference[0])
+        too_far[:-1] &= np.abs(ts[1:] - ts[:-1]) > skew
         if not too_far.any():
             return batch
         for row in np.flatnonzero(too_far):
             rejects.append(Reject(int(batch.index[row]), Reason.BAD_TIMESTAMP,
-                                  ahead(float(batch.ts[row]), float(reference[row]))))
+                                  ahead(float(ts[row]), float(reference[row]))))
         return batch.take(~too_far)
 
     def ingest_labels(self, source: LabelSourceConfig, data: bytes, lines: int, now: float,

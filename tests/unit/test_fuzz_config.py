@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from monitor.config import Config, build_config, load_config
 from monitor.errors import ConfigError, ConfigErrors
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 VALID = {
     "listen": "127.0.0.1:9841", "state_dir": "/var/lib/drift-monitor", "checkpoint_interval": "1s",
