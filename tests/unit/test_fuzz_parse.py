@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from pytest import approx
 
 from monitor import parse as parse_module
-from monitor.config import Fields
+from monitor.aggregate import Aggregator
+from monitor.config import Fields, build_config
 from monitor.decode import BlockDecoder
 from monitor.parse import Reason, parse_labels, parse_predictions
 
@@ -234,17 +235,56 @@ def test_arbitrary_bytes_are_counted_once_each_and_never_raise(data, default_mod
     check_rows(fast)
 
 
+LABEL_BLOCKS = st.one_of(RAW_BLOCKS, st.lists(mutated_lines(), min_size=1, max_size=8).map(
+    lambda lines: b"".join(x.replace(b"\n", b" ") + b"\n" for x in lines)))
+
+
 @FUZZ
-@given(st.one_of(RAW_BLOCKS, st.lists(mutated_lines(), min_size=1, max_size=8).map(
-    lambda lines: b"".join(x.replace(b"\n", b" ") + b"\n" for x in lines))))
-def test_arbitrary_label_lines_are_counted_once_each_and_never_raise(data):
+@given(LABEL_BLOCKS, st.sampled_from([None, "fraud"]))
+def test_arbitrary_label_lines_are_counted_once_each_and_never_raise(data, default_model):
     n = data.count(b"\n")
-    parsed = parse_labels(data, FIELDS, "fraud", CATALOG, NOW)
+    parsed = parse_labels(data, FIELDS, default_model, CATALOG, NOW)
     labels = parsed.labels
     accepted = labels.index.tolist()
     rejected = [r.index for r in parsed.rejects]
     assert len(set(accepted) | set(rejected)) == len(accepted) + len(rejected)
     assert len(accepted) + len(rejected) + parsed.blank == n
     assert all(isinstance(x, str) for x in labels.ids)
-    assert ((labels.labels >= 0) & (labels.labels < 3)).all()
     assert np.isfinite(labels.ts).all()
+    for model, label, raw in zip(labels.model, labels.labels.tolist(), labels.raw):
+        if model is None:  # joins by id alone: the class is read against its prediction's model
+            assert label == -1 and isinstance(raw, int | str) and not isinstance(raw, bool)
+        else:
+            assert 0 <= label < len(CLASSES[model]) and raw is None
+
+
+AGGREGATOR_CONFIG = build_config({
+    "sources": [{"name": "preds", "path": "/p"}],
+    "labels": [{"name": "feedback", "path": "/l", "join_ttl": "1m", "max_pending": 5}],
+    "models": {"fraud": {"classes": ["legit", "fraud"], "windows": ["5m", {"count": 3}]},
+               "three": {"classes": ["a", "b", "c"], "windows": ["1m"]},
+               "default": {"classes": ["x", "y"]}},
+    "max_models": 4,
+})
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.booleans(), LABEL_BLOCKS, st.sampled_from([NOW, -np.inf])), max_size=6))
+def test_hostile_blocks_through_the_aggregator_are_counted_once_each_and_never_raise(blocks):
+    """Predictions and labels without a model (joined by id alone), in run and in replay."""
+    aggregator = Aggregator(AGGREGATOR_CONFIG)
+    expected = {"preds": 0, "feedback": 0}
+    for is_label, data, now in blocks:
+        n = data.count(b"\n")
+        if is_label:
+            aggregator.ingest_labels(AGGREGATOR_CONFIG.labels[0], data, n, NOW, NOW)
+            expected["feedback"] += n
+        else:
+            aggregator.ingest_predictions(AGGREGATOR_CONFIG.sources[0], data, n, now, NOW)
+            expected["preds"] += n
+    for name, counters in aggregator.counters.items():
+        blank = expected[name] - sum(counters.lines.values())
+        assert blank >= 0 and sum(counters.rejected.values()) == counters.lines["rejected"]
+    for model in aggregator.snapshot(NOW).models:
+        assert np.isfinite(model.probability_total).all()
+        assert model.labels_total.sum() <= model.predictions_total
