@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor import divergence
+from monitor import divergence, stats
 from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
 from monitor.decode import BlockDecoder
 from monitor.join import Joined, JoinStore
@@ -27,16 +27,17 @@ from monitor.parse import (
     parse_labels,
     parse_predictions,
 )
-from monitor.reference import make_reference
+from monitor.reference import Decay, make_reference
 from monitor.window import (
+    BLOCK_LOGLOSS,
     LABELLED,
     LOGLOSS,
     PRED,
-    PROBS,
     CountWindow,
+    Layout,
     TimeWindow,
     label_rows,
-    sum_rows,
+    prediction_rows,
 )
 
 Array = npt.NDArray[np.float64]
@@ -56,18 +57,22 @@ class ModelSnapshot:
     js_divergence: Array
     prediction_kl_divergence: Array
     log_loss: Array
+    label_kl_divergence: Array
+    brier_score: Array
+    accuracy: Array
+    expected_calibration_error: Array
+    label_shift_pvalue: Array
+    prediction_shift_pvalue: Array
+    log_loss_shift_pvalue: Array
+    calibration_pvalue: Array
     reference_entropy: float
     reference_labels: float
+    reference_log_loss: float
     predictions_total: int
     labels_total: npt.NDArray[np.int64]
     probability_total: Array
+    log_loss_sum_total: float
     last_event_ts: float
-
-
-def log_loss_terms(probs: Array, labels: npt.NDArray[np.int64], epsilon: float) -> Array:
-    """-ln max(p(label), epsilon) per row; 0 where the label is unknown."""
-    p = probs[np.arange(len(labels)), np.maximum(labels, 0)]
-    return np.where(labels >= 0, -np.log(np.maximum(p, epsilon)), 0.0)
 
 
 class ModelState:
@@ -76,6 +81,7 @@ class ModelState:
         self.name = name
         self.config = config
         self.k = k
+        self.layout = Layout(k)
         self.reference = make_reference(config.reference, k)
         self.windows: list[TimeWindow | CountWindow] = [
             TimeWindow(w.duration_s, k) if w.duration_s is not None
@@ -88,6 +94,7 @@ class ModelState:
         self.predictions_total = 0
         self.labels_total = np.zeros(k, dtype=np.int64)
         self.probability_total = np.zeros(k)
+        self.log_loss_sum_total = 0.0
         self.last_event_ts = -math.inf
 
     def advance(self, now: float) -> None:
@@ -112,18 +119,22 @@ class ModelState:
         running = np.maximum.accumulate(np.maximum(batch.ts, max(self.clock, now)))
         late = self.shortest.outside(batch.ts, running) if self.shortest else np.zeros(n, bool)
         self.advance(float(running[-1]))
-        logloss = log_loss_terms(batch.probs, batch.labels, self.config.epsilon)
-        rows = sum_rows(batch.probs, batch.labels, logloss)
-        self.reference.add(batch.ts, rows)
+        # Two blocks: the per-prediction columns for every row, the labelled columns for
+        # the labelled rows only (most rows are unlabelled; their labelled sums are 0).
+        rows = prediction_rows(batch.probs)
+        known = np.flatnonzero(batch.labels >= 0)
+        labelled = label_rows(batch.probs[known], batch.labels[known], self.config.epsilon)
+        for target in (self.reference, *self.time_windows):
+            target.add(batch.ts, rows, self.layout.per_prediction)
+            target.add(batch.ts[known], labelled, self.layout.labelled)
         for window in self.windows:
-            if isinstance(window, TimeWindow):
-                window.add(batch.ts, rows)
-            else:
-                window.add(batch.probs, batch.labels)
+            if isinstance(window, CountWindow):
+                window.add(batch.ts, batch.probs, batch.labels)
         known = batch.labels[batch.labels >= 0]
         self.predictions_total += n
         self.labels_total += np.bincount(known, minlength=self.k)
-        self.probability_total += rows[:, PROBS:PROBS + self.k].sum(axis=0)
+        self.probability_total += batch.probs.sum(axis=0)
+        self.log_loss_sum_total += float(labelled[:, BLOCK_LOGLOSS].sum())
         self.last_event_ts = max(self.last_event_ts, float(batch.ts.max()))
         return late
 
@@ -132,33 +143,51 @@ class ModelState:
         the reference, the counters, and every window that still holds the prediction."""
         if len(joined.labels) == 0:
             return
-        logloss = log_loss_terms(joined.probs, joined.labels, self.config.epsilon)
-        rows = label_rows(joined.labels, logloss, self.k)
-        self.reference.add(joined.ts, rows)
+        rows = label_rows(joined.probs, joined.labels, self.config.epsilon)
+        self.reference.add(joined.ts, rows, self.layout.labelled)
         for window in self.windows:
             if isinstance(window, TimeWindow):
-                window.add(joined.ts, rows)
+                window.add(joined.ts, rows, self.layout.labelled)
             else:
                 window.set_labels(joined.seq, joined.labels)
         self.labels_total += np.bincount(joined.labels, minlength=self.k)
+        self.log_loss_sum_total += float(rows[:, BLOCK_LOGLOSS].sum())
 
     def snapshot(self, now: float) -> ModelSnapshot:
         self.advance(now)
-        cfg, k = self.config, self.k
+        cfg, lay = self.config, self.layout
         totals = np.array([w.total() for w in self.windows]).reshape(len(self.windows), -1)
         ref = self.reference.total()
         if cfg.reference.prior is not None:
             a = np.asarray(cfg.reference.prior)
         else:
-            a = divergence.normalize_counts(ref[PROBS + k:], cfg.smoothing)
+            a = divergence.normalize_counts(ref[lay.labels], cfg.smoothing)
+        labelled = totals[:, LABELLED]
         with np.errstate(invalid="ignore", divide="ignore"):
-            b = divergence.floor(totals[:, PROBS:PROBS + k] / totals[:, PRED:PRED + 1], cfg.epsilon)
-            b_ref = ref[PROBS:PROBS + k] / ref[PRED]
-            log_loss = totals[:, LOGLOSS] / totals[:, LABELLED]
-        enough = totals[:, PRED] >= max(cfg.min_samples, 1)
+            b = divergence.floor(totals[:, lay.probs] / totals[:, PRED:PRED + 1], cfg.epsilon)
+            b_ref = ref[lay.probs] / ref[PRED]
+            log_loss = totals[:, LOGLOSS] / labelled
+            a_window = divergence.normalize_counts(totals[:, lay.labels], cfg.smoothing)
+            # sum_b (l_b / l) |acc_b - conf_b| = sum_b |correct_b - confidence sum_b| / l
+            gaps = np.abs(totals[:, lay.ece_correct] - totals[:, lay.ece_confidence])
+            ece = gaps.sum(axis=1) / labelled
+            brier = totals[:, lay.brier] / labelled
+            accuracy = totals[:, lay.correct] / labelled
+            reference_log_loss = ref[LOGLOSS] / ref[LABELLED]
+        # Gates: values from the window's predictions need min_samples predictions, values
+        # from its labels min_samples labelled predictions.
+        gate = max(cfg.min_samples, 1)
+        enough = totals[:, PRED] >= gate
+        enough_labels = labelled >= gate
 
         def exported(values: Array) -> Array:
             return np.where(enough, values, np.nan)
+
+        def from_labels(values: Array) -> Array:
+            return np.where(enough_labels, values, np.nan)
+
+        pvalues = np.array([self._pvalues(w, t) for w, t in zip(self.windows, totals)])
+        pvalues = pvalues.reshape(len(self.windows), 4)
 
         return ModelSnapshot(
             name=self.name,
@@ -170,14 +199,80 @@ class ModelState:
             cross_entropy=exported(divergence.cross_entropy(a, b)),
             js_divergence=exported(divergence.js(a, b)),
             prediction_kl_divergence=exported(divergence.kl(b_ref, b)),
-            log_loss=exported(log_loss),
+            log_loss=from_labels(log_loss),
+            label_kl_divergence=from_labels(divergence.kl(a_window, divergence.floor(a, cfg.epsilon))),
+            brier_score=from_labels(brier),
+            accuracy=from_labels(accuracy),
+            expected_calibration_error=from_labels(ece),
+            label_shift_pvalue=from_labels(pvalues[:, 0]),
+            prediction_shift_pvalue=exported(pvalues[:, 1]),
+            log_loss_shift_pvalue=from_labels(pvalues[:, 2]),
+            calibration_pvalue=from_labels(pvalues[:, 3]),
             reference_entropy=float(divergence.entropy(a)),
             reference_labels=float(ref[LABELLED]),
+            reference_log_loss=float(reference_log_loss),
             predictions_total=self.predictions_total,
             labels_total=self.labels_total.copy(),
             probability_total=self.probability_total.copy(),
+            log_loss_sum_total=self.log_loss_sum_total,
             last_event_ts=self.last_event_ts,
         )
+
+    def reference_rest(self, window: TimeWindow | CountWindow, total: Array) -> Array | None:
+        """The reference's sums over what is *not* in this window, as plain counts (a
+        decayed reference counts as its effective sample size (sum w)^2 / (sum w^2), the
+        per-prediction and the labelled columns each by their own); None when the window
+        covers the reference. Tests of the window against the reference use this, not the
+        reference itself: a reference that holds the window's own events would make the
+        window look like it and hide drift, and make the p-values wrong."""
+        reference, lay = self.reference, self.layout
+        if isinstance(reference, Decay):
+            if reference.anchor is None:
+                return None
+            overlap, squares = window.weighted_total(reference.weights)
+            rest = np.maximum(reference.total() - overlap, 0.0)
+            squares = np.maximum(reference.squares - squares, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.nan_to_num(rest[[PRED, LABELLED]] / squares, posinf=0.0)
+            scaled = rest * scale[1]
+            scaled[lay.per_prediction] = rest[lay.per_prediction] * scale[0]
+            return scaled
+        if isinstance(reference, TimeWindow):
+            if isinstance(window, CountWindow):
+                clock = self.clock
+                total, _ = window.weighted_total(
+                    lambda ts: (~reference.outside(ts, clock)).astype(np.float64))
+            elif window.start() < reference.start():
+                return None  # the reference lies inside the window: nothing is outside it
+        # Every event of a window inside the reference is also in the reference.
+        return np.maximum(reference.total() - total, 0.0)
+
+    def _pvalues(self, window: TimeWindow | CountWindow, total: Array) -> tuple[float, ...]:
+        """label shift, prediction shift, log-loss shift and calibration p-values of one
+        window (NaN where undefined); gates are applied by the caller."""
+        cfg, lay = self.config, self.layout
+        n, labelled = total[PRED], total[LABELLED]
+        observed = total[lay.labels]
+        rest = self.reference_rest(window, total)
+        label = prediction = logloss = math.nan
+        if labelled > 0 and cfg.reference.prior is not None:
+            label = stats.label_shift_static(observed, np.asarray(cfg.reference.prior))
+        if rest is not None:
+            r_n, r_l = rest[PRED], rest[LABELLED]
+            if labelled > 0 and r_l >= 1 and cfg.reference.prior is None:
+                label = float(stats.label_shift_against(observed, rest[lay.labels]))
+            if n > 0 and r_n >= 1:
+                prediction = float(stats.mean_shift(n, total[lay.probs], total[lay.squares],
+                                                    r_n, rest[lay.probs], rest[lay.squares]))
+            if labelled > 0 and r_l >= 1:
+                logloss = float(stats.mean_excess(
+                    labelled, total[LOGLOSS], total[lay.logloss_squares], r_l, rest[LOGLOSS],
+                    rest[lay.logloss_squares], -math.log(cfg.epsilon)))
+        calibration = math.nan
+        if labelled > 0:
+            calibration = float(stats.calibration(observed, total[lay.labelled_probs],
+                                                  total[lay.labelled_squares]))
+        return label, prediction, logloss, calibration
 
     def state(self) -> dict[str, Array]:
         """Arrays that restore this model exactly (for the checkpoint)."""
@@ -186,6 +281,7 @@ class ModelState:
             "predictions_total": np.array([self.predictions_total]),
             "labels_total": self.labels_total,
             "probability_total": self.probability_total,
+            "log_loss_sum_total": np.array([self.log_loss_sum_total]),
         }
         out.update({f"reference.{key}": v for key, v in self.reference.state().items()})
         for spec, window in zip(self.config.windows, self.windows):
@@ -198,6 +294,7 @@ class ModelState:
         self.predictions_total = int(state["predictions_total"][0])
         self.labels_total[:] = state["labels_total"]
         self.probability_total[:] = state["probability_total"]
+        self.log_loss_sum_total = float(state["log_loss_sum_total"][0])
         if same_reference:
             self.reference.restore(_prefixed(state, "reference."))
         for spec, window in zip(self.config.windows, self.windows):
@@ -273,6 +370,8 @@ class SourceSnapshot:
     name: str
     lines: dict[str, int]  # status -> lines
     rejected: dict[str, int]  # reason -> lines
+    skipped_files: dict[str, int]  # reason -> files the glob matched and we never read
+    file_events: dict[str, int]  # event -> followed files it happened to
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,15 +394,23 @@ class Snapshot:
 
 
 STATUSES = ("ok", "rejected", "late")
+# Why a file matched by a source's glob is not read (tail.py decides; each file once;
+# max_open_files: not yet, for want of a descriptor).
+SKIP_REASONS = ("compressed", "not_regular", "pseudo", "symlink_outside", "max_open_files")
+# What happened to followed files (tail.py tells): renamed away or deleted, cut, copied.
+FILE_EVENTS = ("rotated", "truncated", "copied")
 
 
 class SourceCounters:
     def __init__(self) -> None:
         self.lines = dict.fromkeys(STATUSES, 0)
         self.rejected = {reason.value: 0 for reason in Reason}
+        self.skipped_files = dict.fromkeys(SKIP_REASONS, 0)
+        self.file_events = dict.fromkeys(FILE_EVENTS, 0)
 
     def snapshot(self, name: str) -> SourceSnapshot:
-        return SourceSnapshot(name, dict(self.lines), dict(self.rejected))
+        return SourceSnapshot(name, dict(self.lines), dict(self.rejected),
+                              dict(self.skipped_files), dict(self.file_events))
 
 
 class Aggregator:
@@ -436,6 +543,12 @@ class Aggregator:
         self.count(self.counters[source.name], lines, parsed.rejects, 0, parsed.blank)
         return parsed.rejects
 
+    def skip_files(self, source_name: str, reason: str, n: int) -> None:
+        self.counters[source_name].skipped_files[reason] += n
+
+    def file_events(self, source_name: str, event: str, n: int) -> None:
+        self.counters[source_name].file_events[event] += n
+
     def _join_by_id_alone(self, source: LabelSourceConfig, labels: Labels, rows: list[int],
                           rejects: list[Reject], now: float) -> None:
         """Labels without a model (DESIGN.md, "Labels without a model"): each joins the
@@ -517,7 +630,9 @@ class Aggregator:
                 arrays.update({f"j{i}.{key}": v for key, v in join_arrays.items()})
             meta["models"].append(entry)
         for name, c in self.counters.items():
-            meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected}
+            meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected,
+                                     "skipped_files": c.skipped_files,
+                                     "file_events": c.file_events}
         return meta, arrays
 
     def restore(self, meta: dict, arrays: Mapping[str, Array]) -> list[str]:
@@ -544,6 +659,8 @@ class Aggregator:
             if counters is not None:
                 counters.lines.update(saved["lines"])
                 counters.rejected.update(saved["rejected"])
+                counters.skipped_files.update(saved.get("skipped_files", {}))
+                counters.file_events.update(saved.get("file_events", {}))
         return dropped
 
     def reconfigure(self, config: Config) -> tuple[Aggregator, list[str]]:

@@ -90,6 +90,7 @@ class SourceConfig:
     fields: Fields = Fields()
     start_at: str = "beginning"
     timezone: tzinfo = UTC  # of RFC 3339 timestamps without an offset
+    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,7 @@ class LabelSourceConfig:
     fields: Fields = Fields()
     start_at: str = "beginning"
     timezone: tzinfo = UTC
+    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
 
@@ -116,6 +118,7 @@ class Config:
     max_line_bytes: int = 1 << 20
     max_id_bytes: int = DEFAULT_MAX_ID_BYTES
     max_clock_skew_s: float = DEFAULT_MAX_SKEW_S
+    max_open_files: int = 512  # log files held open at once, over every source
     sum_tolerance: float = 1e-3
     sources: tuple[SourceConfig, ...] = ()
     labels: tuple[LabelSourceConfig, ...] = ()
@@ -255,6 +258,12 @@ def _float(minimum: float, *, strict: bool = False, maximum: float = math.inf
     return convert
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {show(value)}")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if not isinstance(value, str) or value not in choices:
@@ -302,7 +311,7 @@ def _resolve(path: str, base_dir: str) -> str:
 
 
 def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
-    allowed = {"name", "path", "model", "fields", "start_at", "timezone"}
+    allowed = {"name", "path", "model", "fields", "start_at", "timezone", "follow_symlinks"}
     if labels:
         allowed |= {"join_ttl", "max_pending"}
     data = reader.mapping(raw, path, allowed)
@@ -316,6 +325,7 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
         fields=_fields(reader, data.get("fields"), _join(path, "fields")),
         start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
         timezone=reader.get(data, "timezone", path, _zone, UTC),
+        follow_symlinks=reader.get(data, "follow_symlinks", path, _bool, False),
     )
     if not labels:
         return SourceConfig(**common)
@@ -422,6 +432,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
     "models", "max_models", "max_line_bytes", "max_id_bytes", "max_clock_skew", "sum_tolerance",
+    "max_open_files",
 }
 
 
@@ -484,6 +495,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         watch=reader.get(data, "watch", "", _choice("auto", "poll"), "auto"),
         max_models=reader.get(data, "max_models", "", _int(1, MAX_MODELS), 100),
         max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16, MAX_LINE_BYTES), 1 << 20),
+        max_open_files=reader.get(data, "max_open_files", "", _int(1), 512),
         max_id_bytes=reader.get(data, "max_id_bytes", "", _int(1, MAX_ID_BYTES), DEFAULT_MAX_ID_BYTES),
         max_clock_skew_s=reader.get(data, "max_clock_skew", "", parse_duration, DEFAULT_MAX_SKEW_S),
         sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0, maximum=1.0), 1e-3),

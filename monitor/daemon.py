@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import queue
+import resource
 import signal
 import time
 from collections import Counter
@@ -29,7 +30,7 @@ from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
 from monitor.http import MetricsServer
-from monitor.tail import Block, FileRecord, Tailer
+from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,13 @@ class Reader:
         state = tail_state or {}
         reuse = tailers or {}
         self.tailers: dict[str, Tailer] = {}
+        # One descriptor budget over every source, kept across reloads.
+        self.descriptors = next((t.descriptors for t in reuse.values()), None) or Descriptors(0)
+        self.descriptors.limit = descriptor_budget(config.max_open_files)
+        if self.descriptors.limit < config.max_open_files:
+            log.warning("max_open_files=%d lowered to %d: the process may open %d (ulimit -n, "
+                        "LimitNOFILE)", config.max_open_files, self.descriptors.limit,
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         for source in self.sources:
             old = reuse.get(source.name)
             if old is not None and old.pattern == source.path:
@@ -120,6 +128,9 @@ class Reader:
                 records=[FileRecord(**r) for r in saved.get("files", [])],
                 history=saved.get("history"),
                 monotonic=monotonic,
+                skipped=saved.get("skipped"),
+                follow_symlinks=source.follow_symlinks,
+                descriptors=self.descriptors,
             )
         for name, old in reuse.items():
             if self.tailers.get(name) is not old:
@@ -140,6 +151,10 @@ class Reader:
             before = tailer.progress
             for block in tailer.poll(budget):
                 self._ingest(source, block, now, stamp)
+            for reason, n in tailer.take_skips().items():
+                self.aggregator.skip_files(source.name, reason, n)
+            for event, n in tailer.take_events().items():
+                self.aggregator.file_events(source.name, event, n)
             total += tailer.progress - before
         return total
 
@@ -167,7 +182,7 @@ class Reader:
     def state(self) -> dict:
         return {
             name: {"path": t.pattern, "files": [asdict(r) for r in t.records()],
-                   "history": dict(t.history)}
+                   "history": dict(t.history), "skipped": t.skipped_state()}
             for name, t in self.tailers.items()
         }
 
@@ -244,6 +259,10 @@ class Daemon:
         try:
             self._write_checkpoint()
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise StateError(f"out of file descriptors ({exc.strerror}) writing the "
+                                 f"checkpoint: raise the limit (ulimit -n, LimitNOFILE) or "
+                                 f"lower max_open_files") from None
             raise StateError(
                 f"state_dir {self.config.state_dir} is not writable: {exc.strerror}") from None
         try:
@@ -343,17 +362,25 @@ class Daemon:
         """inotify wake-ups (watchdog) beside polling; polling alone when inotify fails."""
         if self.config.watch == "poll":
             return None
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (
+            EVENT_TYPE_CLOSED_NO_WRITE,
+            EVENT_TYPE_OPENED,
+            FileSystemEvent,
+            FileSystemEventHandler,
+        )
         from watchdog.observers import Observer
 
         messages = self.messages
 
         class Wake(FileSystemEventHandler):
-            def on_any_event(self, event: object) -> None:
-                messages.put(WAKE)
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                # An open or a close without writing changes nothing; and our own opens
+                # (one per poll, of a FIFO, say) would wake us into a spin.
+                if event.event_type not in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
+                    messages.put(WAKE)
 
-        observer = Observer()
         try:
+            observer = Observer()  # its inotify descriptor and pipe: EMFILE here too
             for folder, recursive in sorted(_watch_roots(self.reader.sources)):  # type: ignore[union-attr]
                 if os.path.isdir(folder):
                     observer.schedule(Wake(), folder, recursive=recursive)
@@ -454,11 +481,4 @@ def _replace_listen(config: Config, old: Config) -> Config:
 def _watch_roots(sources: list[SourceConfig | LabelSourceConfig]) -> set[tuple[str, bool]]:
     """For each glob, its deepest folder without a wildcard, and whether the folders
     below it matter too (a wildcard in the folder part)."""
-    roots = set()
-    for source in sources:
-        folders = os.path.dirname(source.path).split(os.sep)
-        fixed = [p for p in folders if not any(ch in p for ch in "*?[")]
-        wild = len(fixed) < len(folders)
-        stem = folders[: next((i for i, p in enumerate(folders) if p not in fixed), len(folders))]
-        roots.add((os.sep.join(stem) or os.sep, wild))
-    return roots
+    return {glob_root(source.path) for source in sources}

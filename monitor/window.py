@@ -1,15 +1,16 @@
 """Sliding windows as fixed rings: memory bounded by buckets x classes, never by events.
 
-Both window kinds hold *sum rows*: `[predictions, labelled, log-loss sum, probs (K),
-label counts (K)]`, so totals over a window are one `sum(axis=0)` and the divergence
-step reads every window the same way. Totals are recomputed from the ring when read
-(60 rows), not kept as running sums, so floating-point error cannot creep in over
-months of adds and subtracts.
+Both window kinds hold *sum rows* (layout in `Layout`): counts and sums over every
+prediction, and over the labelled ones the sums the alerting statistics need, so totals
+over a window are one `sum(axis=0)` and the divergence step reads every window the same
+way. Totals are recomputed from the ring when read (60 rows), not kept as running sums,
+so floating-point error cannot creep in over months of adds and subtracts.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -18,34 +19,127 @@ Array = npt.NDArray[np.float64]
 
 PRED, LABELLED, LOGLOSS, PROBS = 0, 1, 2, 3
 BUCKETS = 60  # a time window's start is rounded to duration / BUCKETS
+ECE_BINS = 10
+BLOCK_LOGLOSS = 1  # LOGLOSS's place in a `label_rows` block (after LABELLED)
+
+
+class Layout:
+    """Columns of a sum row for k classes. Over every prediction: PRED (count), `probs`
+    (sum of p_k), `squares` (sum of p_k^2). Over the labelled ones: LABELLED (count),
+    LOGLOSS (sum of -ln max(p(label), epsilon)), `labels` (count per class),
+    `labelled_probs` and `labelled_squares` (sums of p_k and p_k^2), `logloss_squares`,
+    `brier` (sum of Brier terms), `correct` (argmax == label), and per confidence bin
+    (confidence max_k p_k, bin min(floor(10 conf), 9)) `ece_count`, `ece_correct` and
+    `ece_confidence` (sum of confidences). After PRED, LABELLED, LOGLOSS and `probs`
+    (their v0.1 places) the per-prediction columns end and the labelled ones follow, so
+    each kind is one block (`per_prediction`, `labelled`)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.probs = slice(PROBS, PROBS + k)
+        self.squares = slice(PROBS + k, PROBS + 2 * k)
+        self.labels = slice(PROBS + 2 * k, PROBS + 3 * k)
+        self.labelled_probs = slice(PROBS + 3 * k, PROBS + 4 * k)
+        self.labelled_squares = slice(PROBS + 4 * k, PROBS + 5 * k)
+        self.logloss_squares = PROBS + 5 * k
+        self.brier = self.logloss_squares + 1
+        self.correct = self.brier + 1
+        self.ece_count = slice(self.correct + 1, self.correct + 1 + ECE_BINS)
+        self.ece_correct = slice(self.ece_count.stop, self.ece_count.stop + ECE_BINS)
+        self.ece_confidence = slice(self.ece_correct.stop, self.ece_correct.stop + ECE_BINS)
+        self.width = self.ece_confidence.stop
+        self.per_prediction = np.r_[PRED, PROBS:PROBS + 2 * k]
+        self.labelled = np.r_[LABELLED, LOGLOSS, PROBS + 2 * k:self.width]
 
 
 def row_width(k: int) -> int:
-    return PROBS + 2 * k
+    return Layout(k).width
 
 
-def sum_rows(probs: Array, labels: npt.NDArray[np.int64], logloss: Array) -> Array:
-    """One sum row per prediction (labels -1 when unknown; logloss ignored there)."""
+def _labelled_terms(probs: Array, labels: npt.NDArray[np.int64], epsilon: float
+                    ) -> tuple[Array, Array, Array, npt.NDArray[np.bool_], npt.NDArray[np.int64], Array]:
+    """Per labelled row: squares p_k^2, log loss, Brier term, correct, confidence bin and
+    confidence. np.argmax takes the lowest index on ties, as DESIGN.md's accuracy does."""
+    squares = probs * probs
+    picked = probs[np.arange(len(labels)), labels]
+    logloss = -np.log(np.maximum(picked, epsilon))
+    brier = squares.sum(axis=1) - 2.0 * picked + 1.0
+    correct = probs.argmax(axis=1) == labels
+    confidence = probs.max(axis=1)
+    bins = np.minimum(np.floor(confidence * ECE_BINS), ECE_BINS - 1).astype(np.int64)
+    return squares, logloss, brier, correct, bins, confidence
+
+
+def prediction_rows(probs: Array) -> Array:
+    """What every prediction adds, labelled or not: the columns `Layout.per_prediction`
+    (count, p_k, p_k^2), one row per prediction. The other columns are zero for an
+    unlabelled prediction, so they are built for labelled ones only (`label_rows`)."""
     n, k = probs.shape
-    rows = np.zeros((n, row_width(k)))
-    rows[:, PRED] = 1.0
-    rows[:, PROBS:PROBS + k] = probs
-    add_labels(rows, labels, logloss, k)
+    rows = np.empty((n, 1 + 2 * k))
+    rows[:, 0] = 1.0
+    rows[:, 1:1 + k] = probs
+    np.multiply(probs, probs, out=rows[:, 1 + k:])
     return rows
 
 
-def label_rows(labels: npt.NDArray[np.int64], logloss: Array, k: int) -> Array:
-    """Sum rows for labels joined later: labels and log loss only, no new prediction."""
-    rows = np.zeros((len(labels), row_width(k)))
-    add_labels(rows, labels, logloss, k)
+def label_rows(probs: Array, labels: npt.NDArray[np.int64], epsilon: float) -> Array:
+    """What labelled predictions (every label >= 0) with these `probs` add: the columns
+    `Layout.labelled`, one row each; for labels in the prediction log and labels joined
+    later alike."""
+    n, k = probs.shape
+    layout = Layout(k)
+    rows = np.zeros((n, len(layout.labelled)))
+    squares, logloss, brier, correct, bins, confidence = _labelled_terms(probs, labels, epsilon)
+    shift = PROBS + 2 * k - 2  # a column's place in the block: layout.labelled[2:] is contiguous
+    at = np.arange(n)
+    rows[:, 0] = 1.0
+    rows[:, BLOCK_LOGLOSS] = logloss
+    rows[at, layout.labels.start - shift + labels] = 1.0
+    rows[:, layout.labelled_probs.start - shift:layout.labelled_probs.stop - shift] = probs
+    rows[:, layout.labelled_squares.start - shift:layout.labelled_squares.stop - shift] = squares
+    rows[:, layout.logloss_squares - shift] = logloss * logloss
+    rows[:, layout.brier - shift] = brier
+    rows[:, layout.correct - shift] = correct
+    rows[at, layout.ece_count.start - shift + bins] = 1.0
+    rows[at, layout.ece_correct.start - shift + bins] = correct
+    rows[at, layout.ece_confidence.start - shift + bins] = confidence
     return rows
 
 
-def add_labels(rows: Array, labels: npt.NDArray[np.int64], logloss: Array, k: int) -> None:
+def row_total(probs: Array, labels: npt.NDArray[np.int64], epsilon: float,
+              weights: Array | None = None) -> Array:
+    """The sum of the rows of these predictions (`prediction_rows` in its columns plus
+    `label_rows` of the labelled ones; each row times `weights`, when given), without
+    building the rows. Plain reductions, not matrix products: those go through a
+    multi-threaded BLAS that a loaded machine makes slower, not faster."""
+    n, k = probs.shape
+    layout = Layout(k)
     known = np.flatnonzero(labels >= 0)
-    rows[known, LABELLED] = 1.0
-    rows[known, LOGLOSS] = logloss[known]
-    rows[known, PROBS + k + labels[known]] = 1.0
+    y, p = labels[known], probs[known]
+    squares, logloss, brier, correct, bins, confidence = _labelled_terms(p, y, epsilon)
+    wl = np.ones(len(known)) if weights is None else weights[known]
+
+    def total(w: Array | None, values: Array) -> Array:
+        if w is None:
+            return values.sum(axis=0)
+        return np.einsum("i,i...->...", w, values)
+
+    row = np.zeros(layout.width)
+    row[PRED] = n if weights is None else weights.sum()
+    row[layout.probs] = total(weights, probs)
+    row[layout.squares] = total(weights, probs * probs)
+    row[LABELLED] = wl.sum()
+    row[LOGLOSS] = total(wl, logloss)
+    row[layout.labels] = np.bincount(y, weights=wl, minlength=k)
+    row[layout.labelled_probs] = total(wl, p)
+    row[layout.labelled_squares] = total(wl, squares)
+    row[layout.logloss_squares] = total(wl, logloss * logloss)
+    row[layout.brier] = total(wl, brier)
+    row[layout.correct] = total(wl, correct.astype(np.float64))
+    row[layout.ece_count] = np.bincount(bins, weights=wl, minlength=ECE_BINS)
+    row[layout.ece_correct] = np.bincount(bins, weights=wl * correct, minlength=ECE_BINS)
+    row[layout.ece_confidence] = np.bincount(bins, weights=wl * confidence, minlength=ECE_BINS)
+    return row
 
 
 def bucket_sums(buckets: npt.NDArray[np.int64], rows: Array) -> tuple[npt.NDArray[np.int64], Array]:
@@ -76,6 +170,12 @@ class TimeWindow:
         (bucket arithmetic, exactly what `add` leaves out)."""
         return self.bucket(ts) <= self.bucket(now) - len(self.sums)
 
+    def start(self) -> float:
+        """Event time where the oldest bucket begins (-inf before the first clock)."""
+        if self.head is None:
+            return -math.inf
+        return (self.head - len(self.sums) + 1) * self.bucket_s
+
     def advance(self, now: float) -> None:
         """Move the clock to `now` (never backwards), emptying the buckets it leaves."""
         head = math.floor(now / self.bucket_s)
@@ -88,8 +188,9 @@ class TimeWindow:
             self.sums[np.arange(self.head + 1, head + 1) % n] = 0.0
         self.head = head
 
-    def add(self, ts: Array, rows: Array) -> None:
-        """Add rows at event times `ts`; those already out of the window are left out."""
+    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+        """Add rows at event times `ts` (only into `columns`, when given); those already
+        out of the window are left out."""
         if self.head is None or len(ts) == 0:
             return
         n = len(self.sums)
@@ -100,10 +201,29 @@ class TimeWindow:
         if not keep.all():
             b, rows = b[keep], rows[keep]
         buckets, sums = bucket_sums(b, rows)
-        self.sums[buckets % n] += sums
+        if columns is None:
+            self.sums[buckets % n] += sums
+        else:
+            self.sums[np.ix_(buckets % n, columns)] += sums
 
     def total(self) -> Array:
         return self.sums.sum(axis=0)
+
+    def weighted_total(self, weights: Callable[[Array], Array]) -> tuple[Array, Array]:
+        """Sum of the rows weighted by `weights(t)` (non-decreasing in t), and the sums of
+        squared weights over predictions and over labelled ones. A bucket does not know its
+        events' times: its sums take the weight at its end and its squares the weight at
+        its start, so what is left when these are subtracted from a decayed reference has
+        no more weight, and no fewer squares, than it really has (a smaller effective
+        sample size, never a larger one)."""
+        if self.head is None:
+            return np.zeros(self.sums.shape[1]), np.zeros(2)
+        n = len(self.sums)
+        numbers = np.arange(self.head - n + 1, self.head + 1).astype(np.float64)
+        rows = self.sums[numbers.astype(np.int64) % n]
+        start = weights(numbers * self.bucket_s)
+        end = weights((numbers + 1.0) * self.bucket_s)
+        return end @ rows, (start * start) @ rows[:, [PRED, LABELLED]]
 
     def state(self) -> dict[str, Array]:
         return {"sums": self.sums, "head": np.array([-1 if self.head is None else self.head])}
@@ -118,25 +238,28 @@ class CountWindow:
     """Exactly the model's last `count` predictions, one ring row per prediction.
 
     Eviction needs each evicted vector exactly, so the ring holds every row (float64;
-    float32 would put B off by ~1e-8). Log loss is recomputed from the row and its label
-    when read, instead of being stored: the ring is most of a model's memory."""
+    float32 would put B off by ~1e-8), with its event time (to tell which rows are also
+    in the reference). The sums are computed from the rows when read, instead of being
+    stored: the ring is most of a model's memory."""
 
     def __init__(self, count: int, k: int, epsilon: float = 1e-12) -> None:
         self.count = count
         self.k = k
         self.epsilon = epsilon
+        self.ts = np.zeros(count)
         self.probs = np.zeros((count, k))
         self.labels = np.full(count, -1, dtype=np.int16 if k < 2**15 else np.int32)
         self.seen = 0  # predictions ever added: the sequence number of the next one
 
-    def add(self, probs: Array, labels: npt.NDArray[np.int64]) -> None:
+    def add(self, ts: Array, probs: Array, labels: npt.NDArray[np.int64]) -> None:
         n = len(probs)
         if n > self.count:
             skip = n - self.count
-            probs, labels = probs[skip:], labels[skip:]
+            ts, probs, labels = ts[skip:], probs[skip:], labels[skip:]
             self.seen += skip
             n = self.count
         pos = (self.seen + np.arange(n)) % self.count
+        self.ts[pos] = ts
         self.probs[pos] = probs
         self.labels[pos] = labels
         self.seen += n
@@ -146,22 +269,28 @@ class CountWindow:
         inside = (seq >= self.seen - self.count) & (seq < self.seen)
         self.labels[seq[inside] % self.count] = labels[inside]
 
+    def _held(self) -> slice:
+        return slice(0, min(self.seen, self.count))
+
     def total(self) -> Array:
-        k = self.k
-        row = np.zeros(row_width(k))
-        known = np.flatnonzero(self.labels >= 0)
-        labels = self.labels[known]
-        row[PRED] = min(self.seen, self.count)
-        row[LABELLED] = len(known)
-        row[LOGLOSS] = -np.log(np.maximum(self.probs[known, labels], self.epsilon)).sum()
-        row[PROBS:PROBS + k] = self.probs.sum(axis=0)
-        row[PROBS + k:] = np.bincount(labels, minlength=k)
-        return row
+        held = self._held()
+        return row_total(self.probs[held], self.labels[held].astype(np.int64), self.epsilon)
+
+    def weighted_total(self, weights: Callable[[Array], Array]) -> tuple[Array, Array]:
+        """As TimeWindow.weighted_total, each row weighted by `weights` of its event time."""
+        held = self._held()
+        labels = self.labels[held].astype(np.int64)
+        w = weights(self.ts[held])
+        w2 = w * w
+        return (row_total(self.probs[held], labels, self.epsilon, w),
+                np.array([w2.sum(), w2[labels >= 0].sum()]))
 
     def state(self) -> dict[str, Array]:
-        return {"probs": self.probs, "labels": self.labels, "seen": np.array([self.seen])}
+        return {"ts": self.ts, "probs": self.probs, "labels": self.labels,
+                "seen": np.array([self.seen])}
 
     def restore(self, state: dict[str, Array]) -> None:
+        self.ts[:] = state["ts"]
         self.probs[:] = state["probs"]
         self.labels[:] = state["labels"]
         self.seen = int(state["seen"][0])
