@@ -17,8 +17,17 @@ from monitor import divergence, schema, stats
 from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
 from monitor.decode import BlockDecoder
 from monitor.errors import CheckpointError
-from monitor.join import MAX_ID_LENGTH, Joined, JoinStore, Op
-from monitor.parse import Predictions, Reason, Reject, parse_labels, parse_predictions
+from monitor.join import Joined, JoinStore, Op
+from monitor.parse import (
+    Labels,
+    Predictions,
+    Reason,
+    Reject,
+    ahead,
+    class_index,
+    parse_labels,
+    parse_predictions,
+)
 from monitor.reference import Decay, make_reference
 from monitor.window import (
     BLOCK_LOGLOSS,
@@ -386,7 +395,7 @@ def state_budget(config: Config) -> int:
         admitted = max(0, config.max_models - len(config.models))
         total += admitted * model_bytes("default", config.default_model)
         ks.append(len(config.default_model.classes))
-    id_bytes = 6 * MAX_ID_LENGTH + 3  # an id JSON-escaped at worst, quotes and comma
+    id_bytes = 6 * config.max_id_bytes + 3  # an id JSON-escaped at worst, quotes and comma
     per_entry = 3 * id_bytes + 8 * (max(ks, default=2) + 4)  # waiting, early, joined
     for source in config.labels:
         models = 1 if source.model is not None else config.max_models
@@ -457,6 +466,10 @@ class Aggregator:
         self.decoders: dict[str, BlockDecoder | bool | None] = {}
         self.duplicates = {s.name: 0 for s in config.labels}
         self.recording = False  # join stores record their inputs for the journal
+        # Replay: the event time of the last line read per model (see `_within_skew`).
+        self.last_read: dict[str, float] = {}
+        # A label without a model waits in the store of every model it could label.
+        self.by_id_alone = any(s.model is None for s in config.labels)
 
     def _store(self, model: ModelState) -> JoinStore | None:
         """The model's pending-label store, when a label source feeds this model."""
@@ -467,7 +480,8 @@ class Aggregator:
             if source is None:
                 return None
             store = self.stores[model.name] = JoinStore(model.k, source.join_ttl_s,
-                                                        source.max_pending)
+                                                        source.max_pending,
+                                                        self.config.max_id_bytes)
             if self.recording:
                 store.record()
         return store
@@ -488,24 +502,59 @@ class Aggregator:
         """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
         without a time."""
         parsed = parse_predictions(data, lines, source.fields, source.model, self.models,
-                                   arrival, self.config.sum_tolerance, self._decoder(source))
+                                   arrival, self.config.sum_tolerance, self._decoder(source),
+                                   max_skew_s=self.config.max_clock_skew_s, zone=source.timezone,
+                                   max_id_bytes=self.config.max_id_bytes)
         late = 0
         for name, batch in parsed.predictions.items():
             model = self.models[name]
+            if now == -math.inf:  # replay: the clock is the newest event time
+                batch = self._within_skew(model, batch, parsed.rejects)
+                if not len(batch.ts):
+                    continue
             seq = model.predictions_total + np.arange(len(batch.ts))
             late += int(model.ingest(batch, now).sum())
             store = self._store(model)
             if store is None:
                 continue
-            rows = [i for i, (x, label) in enumerate(zip(batch.ids, batch.labels.tolist()))
-                    if x is not None and label < 0]
-            if rows:
-                index = np.asarray(rows)
+            waiting = [(i, x) for i, (x, label) in enumerate(zip(batch.ids, batch.labels.tolist()))
+                       if x is not None and label < 0]
+            if waiting:
+                index = np.asarray([i for i, _ in waiting])
+                ids = [x for _, x in waiting]
+                early = [x for x in ids if x in store.early] if self.by_id_alone else []
                 model.add_labels(store.add_predictions(
-                    [batch.ids[i] for i in rows], batch.ts[index], seq[index], batch.probs[index]))
+                    ids, batch.ts[index], seq[index], batch.probs[index]))
+                if early:  # labels without a model that also waited for other models
+                    for other in self.stores.values():
+                        if other is not store:
+                            other.forget_early(early)
             store.expire(model.clock)
+        parsed.rejects.sort(key=lambda reject: reject.index)
         self.count(self.counters[source.name], lines, parsed.rejects, late, parsed.blank)
         return parsed.rejects
+
+    def _within_skew(self, model: ModelState, batch: Predictions, rejects: list[Reject]) -> Predictions:
+        """Replay has no wall clock to hold event times to: a line more than
+        max_clock_skew ahead of both the clock and the line of its model read just before
+        it is a bad timestamp, unless the line after it (in the same block) is as close
+        to it: that is a gap in the log, and the clock moves on. So a lone line stamped
+        hours ahead never moves the clock."""
+        skew = self.config.max_clock_skew_s
+        ts = batch.ts
+        before = self.last_read.get(model.name, -math.inf)
+        self.last_read[model.name] = float(ts[-1])
+        reference = np.maximum(np.concatenate(([before], ts[:-1])), model.clock)
+        too_far = ts - reference > skew
+        # The first line read has nothing before it to be ahead of (reference -inf).
+        too_far[0] &= math.isfinite(reference[0])
+        too_far[:-1] &= np.abs(ts[1:] - ts[:-1]) > skew
+        if not too_far.any():
+            return batch
+        for row in np.flatnonzero(too_far):
+            rejects.append(Reject(int(batch.index[row]), Reason.BAD_TIMESTAMP,
+                                  ahead(float(ts[row]), float(reference[row]))))
+        return batch.take(~too_far)
 
     def ingest_labels(self, source: LabelSourceConfig, data: bytes, lines: int, now: float,
                       arrival: float) -> list[Reject]:
@@ -513,10 +562,16 @@ class Aggregator:
         default = source.model
         if default is None and len(self.config.models) == 1:
             default = next(iter(self.config.models))
-        parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival)
+        parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival,
+                              max_skew_s=self.config.max_clock_skew_s, zone=source.timezone,
+                              max_id_bytes=self.config.max_id_bytes)
         labels = parsed.labels
         assert labels is not None
-        for name in dict.fromkeys(labels.model):
+        unowned = [i for i, m in enumerate(labels.model) if m is None]
+        if unowned:
+            self._join_by_id_alone(source, labels, unowned, parsed.rejects, now)
+            parsed.rejects.sort(key=lambda reject: reject.index)
+        for name in dict.fromkeys(m for m in labels.model if m is not None):
             model = self.models[name]
             store = self._store(model)
             assert store is not None  # this label source feeds it
@@ -535,6 +590,46 @@ class Aggregator:
 
     def file_events(self, source_name: str, event: str, n: int) -> None:
         self.counters[source_name].file_events[event] += n
+
+    def _join_by_id_alone(self, source: LabelSourceConfig, labels: Labels, rows: list[int],
+                          rejects: list[Reject], now: float) -> None:
+        """Labels without a model (DESIGN.md, "Labels without a model"): each joins the
+        prediction of whichever model carries its id. One that comes first waits in the
+        store of every model whose classes it names (`forget_early` drops the other
+        copies once one joins); a label naming no model's class is an unknown class."""
+        models = list(self.models)
+        # A label source without a model feeds every model: each has a store.
+        stores = {m.name: store for m in models if (store := self._store(m)) is not None}
+        taken: dict[str, tuple[list[str], list[int], list[float]]] = {}
+        seen: set[str] = set()
+        for i in rows:
+            request_id, raw, ts = labels.ids[i], labels.raw[i], float(labels.ts[i])
+            owner = next((m for m in models if request_id in stores[m.name].waiting), None)
+            if request_id in seen or (owner is None and any(
+                    request_id in s.joined or request_id in s.early for s in stores.values())):
+                self.duplicates[source.name] += 1
+                continue
+            targets = []
+            for m in [owner] if owner is not None else models:
+                try:
+                    targets.append((m.name, class_index(raw, m.config.classes)))
+                except ValueError:
+                    continue
+            if not targets:
+                rejects.append(Reject(int(labels.index[i]), Reason.UNKNOWN_CLASS))
+                continue
+            seen.add(request_id)
+            for name, label in targets:
+                ids, classes, stamps = taken.setdefault(name, ([], [], []))
+                ids.append(request_id)
+                classes.append(label)
+                stamps.append(ts)
+        for name, (ids, classes, stamps) in taken.items():
+            model, store = self.models[name], stores[name]
+            model.add_labels(store.add_labels(ids, np.asarray(classes, dtype=np.int64),
+                                              np.asarray(stamps, dtype=np.float64)))
+            model.advance(now)
+            store.expire(model.clock)
 
     def reject_too_long(self, source_name: str) -> None:
         self.count(self.counters[source_name], 1, [Reject(0, Reason.TOO_LONG)], 0, 0)

@@ -10,9 +10,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timezone as _timezone
+from datetime import tzinfo
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -22,7 +26,21 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 MAX_COUNT = 10_000_000  # rows in a count window
+# Upper bounds on what one setting can make the daemon allocate or spin on.
+MAX_LINE_BYTES = 64 << 20
+MAX_ID_BYTES = 64 << 10
+MAX_PENDING = 10_000_000
+MAX_MODELS = 10_000
+MIN_INTERVAL_S = 0.01  # checkpoint_interval, poll_interval
+MAX_DURATION_S = 10 * 366 * 86400.0
+# Bounds on the config file itself: its size, and what its YAML may expand to.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 200_000  # counted after alias expansion (a billion laughs is 10^9)
 FieldPath = tuple[str, ...]
+UTC: tzinfo = _timezone.utc
+DEFAULT_MAX_ID_BYTES = 256
+DEFAULT_MAX_SKEW_S = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +89,7 @@ class SourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    timezone: tzinfo = UTC  # of RFC 3339 timestamps without an offset
     follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
 
 
@@ -81,6 +100,7 @@ class LabelSourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    timezone: tzinfo = UTC
     follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
@@ -96,6 +116,8 @@ class Config:
     watch: str = "auto"  # auto (inotify + polling) | poll
     max_models: int = 100
     max_line_bytes: int = 1 << 20
+    max_id_bytes: int = DEFAULT_MAX_ID_BYTES
+    max_clock_skew_s: float = DEFAULT_MAX_SKEW_S
     max_open_files: int = 512  # log files held open at once, over every source
     sum_tolerance: float = 1e-3
     sources: tuple[SourceConfig, ...] = ()
@@ -104,19 +126,48 @@ class Config:
     default_model: ModelConfig | None = None
 
 
+_show = reprlib.Repr()  # a value quoted in a message stays short, whatever its size
+_show.maxstring = _show.maxother = 60
+_show.maxlevel, _show.maxlist, _show.maxdict = 2, 4, 4
+
+
+def show(value: object) -> str:
+    """A config value as quoted in an error message: short whatever its size."""
+    return _show.repr(value)
+
+
+def _number(value: int | float) -> float:
+    """float(value), with an integer too large for a float as a ValueError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"number out of range, got {show(value)}") from None
+
+
 def parse_duration(value: object) -> float:
-    """`30s`, `5m`, `1h`, `7d` (or a plain number of seconds) -> seconds, > 0."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 30s, 5m, 1h, 7d, got {value!r}")
+    """`30s`, `5m`, `1h`, `7d` (or a plain number of seconds) -> seconds, > 0, at most
+    ten years."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"expected a duration like 30s, 5m, 1h, 7d, got {show(value)}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        seconds = _number(value)
     else:
-        match = _DURATION.match(str(value))
+        match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"expected a duration like 30s, 5m, 1h, 7d, got {value!r}")
+            raise ValueError(f"expected a duration like 30s, 5m, 1h, 7d, got {show(value)}")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
+        raise ValueError(f"duration must be positive, got {show(value)}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"duration must be at most 3660d, got {show(value)}")
+    return seconds
+
+
+def _interval(value: object) -> float:
+    """A loop interval: a duration of at least MIN_INTERVAL_S (a 1e-9 s interval spins)."""
+    seconds = parse_duration(value)
+    if seconds < MIN_INTERVAL_S:
+        raise ValueError(f"must be at least 10ms, got {show(value)}")
     return seconds
 
 
@@ -166,29 +217,42 @@ def _join(path: str, key: str) -> str:
 
 def _string(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+        raise ValueError(f"expected a non-empty string, got {show(value)}")
     return value
 
 
-def _int(minimum: int) -> Callable[[object], int]:
+def _path(value: object) -> str:
+    """A file path or glob: a string the OS can take (no NUL byte)."""
+    text = _string(value)
+    if "\0" in text:
+        raise ValueError(f"a path cannot contain a NUL byte, got {show(value)}")
+    return text
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
     def convert(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
+            raise ValueError(f"expected an integer, got {show(value)}")
         if value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
+            raise ValueError(f"must be at least {minimum}, got {show(value)}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {show(value)}")
         return value
 
     return convert
 
 
-def _float(minimum: float, *, strict: bool = False) -> Callable[[object], float]:
+def _float(minimum: float, *, strict: bool = False, maximum: float = math.inf
+           ) -> Callable[[object], float]:
     def convert(value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"expected a number, got {value!r}")
-        number = float(value)
+            raise ValueError(f"expected a number, got {show(value)}")
+        number = _number(value)
         if not math.isfinite(number) or number < minimum or (strict and number == minimum):
             bound = "greater than" if strict else "at least"
-            raise ValueError(f"must be a finite number {bound} {minimum}, got {value!r}")
+            raise ValueError(f"must be a finite number {bound} {minimum}, got {show(value)}")
+        if number > maximum:
+            raise ValueError(f"must be at most {maximum:g}, got {show(value)}")
         return number
 
     return convert
@@ -196,17 +260,27 @@ def _float(minimum: float, *, strict: bool = False) -> Callable[[object], float]
 
 def _bool(value: object) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {show(value)}")
     return value
 
 
 def _choice(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
-        if value not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return str(value)
+        if not isinstance(value, str) or value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {show(value)}")
+        return value
 
     return convert
+
+
+def _zone(value: object) -> tzinfo:
+    """An IANA time zone name (`Europe/Berlin`, `UTC`)."""
+    name = _string(value)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # ValueError: not a key ("../x")
+        raise ValueError(f"unknown time zone {show(value)} (an IANA name such as "
+                         "Europe/Berlin or UTC)") from None
 
 
 def parse_listen(value: object) -> tuple[str, int]:
@@ -214,7 +288,7 @@ def parse_listen(value: object) -> tuple[str, int]:
     text = _string(value)
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT (0.0.0.0:PORT for every interface), got {value!r}")
+        raise ValueError(f"expected HOST:PORT (0.0.0.0:PORT for every interface), got {show(value)}")
     return host.strip("[]"), int(port)
 
 
@@ -238,7 +312,7 @@ def _resolve(path: str, base_dir: str) -> str:
 
 
 def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
-    allowed = {"name", "path", "model", "fields", "start_at", "follow_symlinks"}
+    allowed = {"name", "path", "model", "fields", "start_at", "timezone", "follow_symlinks"}
     if labels:
         allowed |= {"join_ttl", "max_pending"}
     data = reader.mapping(raw, path, allowed)
@@ -247,10 +321,11 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
             reader.fail(_join(path, key), "required")
     common: dict[str, Any] = dict(
         name=reader.get(data, "name", path, _string, "?"),
-        path=_resolve(reader.get(data, "path", path, _string, "?"), base_dir),
+        path=_resolve(reader.get(data, "path", path, _path, "?"), base_dir),
         model=reader.get(data, "model", path, _string, None),
         fields=_fields(reader, data.get("fields"), _join(path, "fields")),
         start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
+        timezone=reader.get(data, "timezone", path, _zone, UTC),
         follow_symlinks=reader.get(data, "follow_symlinks", path, _bool, False),
     )
     if not labels:
@@ -258,7 +333,7 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
     return LabelSourceConfig(
         **common,
         join_ttl_s=reader.get(data, "join_ttl", path, parse_duration, 86400.0),
-        max_pending=reader.get(data, "max_pending", path, _int(1), 1_000_000),
+        max_pending=reader.get(data, "max_pending", path, _int(1, MAX_PENDING), 1_000_000),
     )
 
 
@@ -274,14 +349,14 @@ def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
             return None
         return None if count is None else WindowSpec(f"count:{count}", count=count)
     try:
-        spec = WindowSpec(str(raw).strip(), duration_s=parse_duration(raw))
+        duration_s = parse_duration(raw)
     except ValueError as exc:
         reader.fail(path, str(exc))
         return None
-    if spec.duration_s is not None and spec.duration_s < 1.0:
-        reader.fail(path, f"a time window must be at least 1s, got {raw!r}")
+    if duration_s < 1.0:
+        reader.fail(path, f"a time window must be at least 1s, got {show(raw)}")
         return None
-    return spec
+    return WindowSpec(str(raw).strip(), duration_s=duration_s)
 
 
 def _reference(reader: _Reader, raw: object, path: str, n_classes: int) -> ReferenceSpec:
@@ -304,12 +379,15 @@ def _reference(reader: _Reader, raw: object, path: str, n_classes: int) -> Refer
             reader.fail(spath, "expected a list of probabilities")
         elif len(prior) != n_classes:
             reader.fail(spath, f"expected {n_classes} probabilities (one per class), got {len(prior)}")
-        elif any(not math.isfinite(p) or p < 0 for p in prior):
-            reader.fail(spath, "probabilities must be finite and non-negative")
-        elif abs(sum(prior) - 1.0) > 1e-6:
-            reader.fail(spath, f"probabilities must sum to 1, got {sum(prior):.9g}")
         else:
-            return ReferenceSpec("static", prior=tuple(float(p) for p in prior))
+            # A huge integer is a float out of range, not an OverflowError.
+            values = [float(p) if abs(p) < 2.0**64 else math.inf for p in prior]
+            if any(not math.isfinite(p) or p < 0 for p in values):
+                reader.fail(spath, "probabilities must be finite and non-negative")
+            elif abs(sum(values) - 1.0) > 1e-6:
+                reader.fail(spath, f"probabilities must sum to 1, got {sum(values):.9g}")
+            else:
+                return ReferenceSpec("static", prior=tuple(values))
     return ReferenceSpec("cumulative")
 
 
@@ -354,7 +432,8 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
-    "models", "max_models", "max_line_bytes", "sum_tolerance", "max_open_files",
+    "models", "max_models", "max_line_bytes", "max_id_bytes", "max_clock_skew", "sum_tolerance",
+    "max_open_files",
 }
 
 
@@ -365,7 +444,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
     if raw is None:
         reader.fail("sources", "required: the config is empty")
     host, port = reader.get(data, "listen", "", parse_listen, ("127.0.0.1", 9841))
-    state_dir = reader.get(data, "state_dir", "", _string, None)
+    state_dir = reader.get(data, "state_dir", "", _path, None)
 
     sources = []
     for key, is_labels in (("sources", False), ("labels", True)):
@@ -412,13 +491,15 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         listen_host=host,
         listen_port=port,
         state_dir=None if state_dir is None else _resolve(state_dir, base_dir),
-        checkpoint_interval_s=reader.get(data, "checkpoint_interval", "", parse_duration, 1.0),
-        poll_interval_s=reader.get(data, "poll_interval", "", parse_duration, 1.0),
+        checkpoint_interval_s=reader.get(data, "checkpoint_interval", "", _interval, 1.0),
+        poll_interval_s=reader.get(data, "poll_interval", "", _interval, 1.0),
         watch=reader.get(data, "watch", "", _choice("auto", "poll"), "auto"),
-        max_models=reader.get(data, "max_models", "", _int(1), 100),
-        max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16), 1 << 20),
+        max_models=reader.get(data, "max_models", "", _int(1, MAX_MODELS), 100),
+        max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16, MAX_LINE_BYTES), 1 << 20),
         max_open_files=reader.get(data, "max_open_files", "", _int(1), 512),
-        sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0), 1e-3),
+        max_id_bytes=reader.get(data, "max_id_bytes", "", _int(1, MAX_ID_BYTES), DEFAULT_MAX_ID_BYTES),
+        max_clock_skew_s=reader.get(data, "max_clock_skew", "", parse_duration, DEFAULT_MAX_SKEW_S),
+        sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0, maximum=1.0), 1e-3),
         sources=predictions,
         labels=labels,
         models=models,
@@ -431,13 +512,96 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
     return config
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load with bounds, so that no config file can exhaust the stack or the
+    memory: nesting at most MAX_YAML_DEPTH deep (the composer recurses per level), and at
+    most MAX_YAML_NODES nodes once aliases are expanded (400 bytes of nested aliases
+    expand to 10^9, and everything that walks the document walks the expansion). Errors
+    name the key path where the bound was crossed."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.keys: list[str] = []  # key path of the node being composed
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        # `index` is the key node of a mapping value, the position of a list item, or
+        # None while composing a key.
+        if isinstance(index, yaml.ScalarNode):
+            self.keys.append(_join(self.keys[-1] if self.keys else "", str(index.value)))
+        elif isinstance(index, int):
+            self.keys.append(f"{self.keys[-1] if self.keys else ''}[{index}]")
+        else:
+            self.keys.append(self.keys[-1] if self.keys else "")
+        try:
+            if len(self.keys) > MAX_YAML_DEPTH:
+                self._fail(f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[misc]
+        finally:
+            self.keys.pop()
+
+    def compose_document(self) -> yaml.Node:
+        node = super().compose_document()  # type: ignore[misc]
+        items = node.value if isinstance(node, yaml.MappingNode) else [(None, node)]
+        sizes: dict[int, int] = {}
+        total = 0
+        for key, value in items:
+            total += _expanded_size(value, sizes)
+            if total > MAX_YAML_NODES:
+                self.keys.append(str(key.value) if isinstance(key, yaml.ScalarNode) else "")
+                self._fail(f"more than {MAX_YAML_NODES} values once aliases are expanded",
+                           value.start_mark)
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        # PyYAML's constructors for explicit tags trust the text: `!!float ""` raises
+        # IndexError, `!!timestamp x` AttributeError, `!!int` of 5,000 digits ValueError.
+        try:
+            return super().construct_object(node, deep)  # type: ignore[misc]
+        except (ValueError, TypeError, IndexError, AttributeError, OverflowError):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"not a valid {node.tag.rpartition(':')[2]}: {show(node.value)}",
+                node.start_mark) from None
+
+    def _fail(self, problem: str, mark: yaml.Mark) -> None:
+        where = self.keys[-1] if self.keys else ""
+        raise yaml.composer.ComposerError(None, None, f"{where}: {problem}" if where else problem,
+                                          mark)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Nodes under `node` with every alias expanded (shared nodes counted once per use,
+    each computed once); a node that contains itself counts as unbounded."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = MAX_YAML_NODES + 1  # while in progress: a cycle reads as too large
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes)
+        if total > MAX_YAML_NODES:
+            break
+    sizes[key] = total
+    return total
+
+
 def load_config(path: str) -> Config:
-    """Read and validate a YAML config file."""
+    """Read and validate a YAML config file (at most MAX_CONFIG_BYTES)."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigErrors([ConfigError(path, f"cannot read: {exc.strerror}")]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigErrors([ConfigError(path, f"larger than {MAX_CONFIG_BYTES >> 20} MiB: "
+                                              "not a config file")])
+    try:
+        raw = yaml.load(data.decode("utf-8"), Loader=_BoundedLoader)  # safe: a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path

@@ -173,13 +173,13 @@ class Reader:
                                                          arrival)
         for reject in rejects:
             self._log_reject(source.name, block.path, block.first_line + reject.index,
-                             reject.reason.value)
+                             reject.reason.value, reject.detail)
 
-    def _log_reject(self, source: str, path: str, line_no: int, reason: str) -> None:
+    def _log_reject(self, source: str, path: str, line_no: int, reason: str, detail: str = "") -> None:
         suppressed = self.throttle.allow((source, reason))
         if suppressed is not None:
-            log.warning("line rejected source=%s file=%s line=%d reason=%s suppressed=%d",
-                        source, path, line_no, reason, suppressed)
+            log.warning("line rejected source=%s file=%s line=%d reason=%s suppressed=%d%s",
+                        source, path, line_no, reason, suppressed, f" ({detail})" if detail else "")
 
     def files_followed(self) -> dict[str, int]:
         """Files each source follows now (open, or fully read and closed), by name."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -22,6 +22,9 @@ import simdjson
 
 from monitor.config import FieldPath, Fields
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# An integer beyond 64 bits fails validation: the plain path reads it as a float.
+_INT = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
 # What each field may hold; anything else fails validation and takes the plain path.
 _TYPES: dict[str, Any] = {
     "timestamp": float | str | None,
@@ -29,9 +32,9 @@ _TYPES: dict[str, Any] = {
     # Kept raw: parse.py turns a block's lists into one matrix with one simdjson parse
     # (`probability_rows`), never building a Python float per entry.
     "probabilities": msgspec.Raw,
-    "prediction": int | str | None,
-    "label": int | str | None,
-    "id": str | int | None,
+    "prediction": _INT | str | None,
+    "label": _INT | str | None,
+    "id": str | _INT | None,
 }
 
 
@@ -119,7 +122,8 @@ class BlockDecoder:
                 values = np.frombuffer(doc.as_buffer(of_type="d"))
             except (ValueError, TypeError):  # an object, a string, null inside
                 values = np.zeros(0)
-            except RuntimeError:  # a document still referenced (never expected): start over
+            except RuntimeError:  # an integer beyond 64 bits (BIGINT_ERROR), or a document
+                # still referenced (never expected): start over with a fresh parser
                 self.parser = simdjson.Parser()
                 values = np.zeros(0)
             if (values.size == n * k and (lengths == k).all()

@@ -8,8 +8,10 @@ label for the same id is recognised as a duplicate: the first label counts.
 
 Waiting predictions keep their time, sequence number and probability vector in numpy
 arrays (slots reused through a free list), so memory is about max_pending x (K + 2)
-floats plus the id index, whatever the traffic. Ids longer than MAX_ID_LENGTH characters
-are refused (counted as expired): the index is bounded in bytes, not only in entries.
+floats plus the id index, whatever the traffic. Ids longer than `max_id_length`
+characters are refused (counted as expired): the index is bounded in bytes, not only in
+entries. The parser already refuses ids over `max_id_bytes` (UTF-8 bytes, never fewer
+than characters), so with the same bound here this only guards direct callers.
 
 For the journal (checkpoint.py), a store can record what it was given since the last
 `take_ops()`: the store is deterministic, so replaying those inputs on the state they
@@ -27,10 +29,11 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor import schema
+from monitor.config import DEFAULT_MAX_ID_BYTES
 from monitor.errors import CheckpointError
 
 Array = npt.NDArray[np.float64]
-MAX_ID_LENGTH = 128  # characters; a request id longer than this is refused
+MAX_ID_LENGTH = DEFAULT_MAX_ID_BYTES  # characters; a request id longer than this is refused
 
 
 @dataclass(slots=True)
@@ -73,7 +76,9 @@ Op = PredictionsOp | LabelsOp | ExpireOp
 
 
 class JoinStore:
-    def __init__(self, k: int, ttl_s: float, max_pending: int) -> None:
+    def __init__(self, k: int, ttl_s: float, max_pending: int,
+                 max_id_length: int = MAX_ID_LENGTH) -> None:
+        self.max_id_length = max_id_length
         self.k = k
         self.ttl_s = ttl_s
         self.max_pending = max_pending
@@ -118,7 +123,7 @@ class JoinStore:
                 continue
             if request_id in self.waiting or request_id in self.joined:
                 continue  # the same id predicted twice: the first one waits for the label
-            if len(request_id) > MAX_ID_LENGTH:
+            if len(request_id) > self.max_id_length:
                 self.expired += 1
                 continue
             while len(self.waiting) >= self.max_pending:
@@ -145,7 +150,7 @@ class JoinStore:
                 self._remember_joined(request_id)
             elif request_id in self.joined or request_id in self.early:
                 self.duplicates += 1
-            elif len(request_id) > MAX_ID_LENGTH:
+            elif len(request_id) > self.max_id_length:
                 self.expired += 1
             else:
                 while len(self.early) >= self.max_pending:
@@ -160,6 +165,13 @@ class JoinStore:
         self.free.extend(slots)
         self.joins += len(slots)
         return joined
+
+    def forget_early(self, ids: list[str]) -> None:
+        """Drop these early labels, neither expired nor duplicates: a label without a
+        model waited here and in other models' stores, and another model's prediction
+        took it."""
+        for request_id in ids:
+            self.early.pop(request_id, None)
 
     def expire(self, now: float) -> None:
         """Drop what has waited longer than the ttl (event time `now`), oldest arrival

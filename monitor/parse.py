@@ -14,15 +14,15 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, tzinfo
 from enum import Enum
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from monitor.config import FieldPath, Fields
-from monitor.decode import BlockDecoder
+from monitor.config import DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_SKEW_S, UTC, FieldPath, Fields
+from monitor.decode import INT64_MAX, INT64_MIN, BlockDecoder
 
 
 class Reason(str, Enum):
@@ -33,6 +33,7 @@ class Reason(str, Enum):
     BAD_TIMESTAMP = "bad_timestamp"
     BAD_MODEL = "bad_model"
     BAD_ID = "bad_id"
+    ID_TOO_LONG = "id_too_long"
     WRONG_LENGTH = "wrong_length"
     BAD_PROBABILITY = "bad_probability"
     BAD_SUM = "bad_sum"
@@ -46,6 +47,7 @@ class Reason(str, Enum):
 class Reject:
     index: int  # position of the line in its block
     reason: Reason
+    detail: str = ""  # for the log line (how far ahead a time is)
 
 
 @dataclass(slots=True)
@@ -59,16 +61,24 @@ class Predictions:
     labels: npt.NDArray[np.int64]  # class index, -1 when unknown
     ids: list[str | None]
 
+    def take(self, keep: npt.NDArray[np.bool_]) -> Predictions:
+        """The rows where `keep` is True."""
+        return Predictions(self.model, self.index[keep], self.ts[keep], self.probs[keep],
+                           self.labels[keep], [x for x, ok in zip(self.ids, keep) if ok])
+
 
 @dataclass(slots=True)
 class Labels:
-    """A block of delayed labels, to be joined to predictions by (model, id)."""
+    """A block of delayed labels, to be joined to predictions by (model, id). A label
+    without a model (model None) joins by id alone: its class is resolved against the
+    model of the prediction it finds, so `labels` is -1 there and `raw` holds it."""
 
     index: npt.NDArray[np.int64]
-    model: list[str]
+    model: list[str | None]
     ids: list[str]
     labels: npt.NDArray[np.int64]
     ts: npt.NDArray[np.float64]
+    raw: list[int | str | None]
 
 
 @dataclass(slots=True)
@@ -102,13 +112,18 @@ def _lookup(obj: dict, path: FieldPath) -> object:
 
 
 MAX_NAME = 200  # characters in a model name
-MAX_FUTURE_S = 86400.0  # how far ahead of its arrival an event may be stamped
 _FRACTION = re.compile(r"\.(\d+)")
 MAX_TS = 253402300800.0  # 10000-01-01: later "times" are garbage, and overflow int64 buckets
 
 
-def parse_timestamp(value: object) -> float:
-    """RFC 3339 string or Unix seconds -> Unix seconds; ValueError when neither."""
+class AheadOfClock(ValueError):
+    """An event stamped further ahead of the clock than `max_clock_skew` allows."""
+
+
+def parse_timestamp(value: object, zone: tzinfo = UTC) -> float:
+    """RFC 3339 string or Unix seconds -> Unix seconds; ValueError when neither. A string
+    without an offset is a wall time in `zone` (for an ambiguous time at the end of
+    summer time, the first of the two)."""
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int | float):
@@ -121,7 +136,7 @@ def parse_timestamp(value: object) -> float:
         text = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text, count=1)
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=zone)
         ts = moment.timestamp()
     else:
         raise ValueError(value)
@@ -130,13 +145,18 @@ def parse_timestamp(value: object) -> float:
     return ts
 
 
-def event_time(value: object, arrival: float) -> float:
-    """An event's time; one stamped more than MAX_FUTURE_S after its arrival is a bad
-    timestamp: windows never move back, so it would empty them all for good."""
-    ts = parse_timestamp(value)
-    if ts > arrival + MAX_FUTURE_S:
-        raise ValueError(value)
+def event_time(value: object, arrival: float, max_skew_s: float, zone: tzinfo) -> float:
+    """An event's time; one stamped more than `max_skew_s` after its arrival (the
+    daemon's clock) is a bad timestamp: windows never move back, so it would make every
+    current line late until the clock caught up."""
+    ts = parse_timestamp(value, zone)
+    if ts > arrival + max_skew_s:
+        raise AheadOfClock(ahead(ts, arrival))
     return ts
+
+
+def ahead(ts: float, clock: float) -> str:
+    return f"{ts - clock:.0f}s ahead of the clock"
 
 
 def class_index(value: object, classes: Sequence[str]) -> int:
@@ -154,13 +174,26 @@ def class_index(value: object, classes: Sequence[str]) -> int:
     raise ValueError(value)
 
 
+def _integer(digits: str) -> int | float:
+    """A JSON integer literal; beyond 64 bits, a float (inf past 1e308), as the fast
+    path's typed decoding reads it. No field takes such a number, and it must get the
+    rejection its field gives any out-of-range number, not an exception: int -> float
+    (numpy, float()) raises OverflowError past 1e308, and json's own int() refuses more
+    than 4,300 digits."""
+    if len(digits) <= 20:
+        value = int(digits)
+        if INT64_MIN <= value <= INT64_MAX:
+            return value
+    return float(digits)
+
+
 def decode(line: bytes) -> dict | Reason:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         return Reason.NOT_UTF8
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_int=_integer)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return Reason.NOT_JSON
     return obj if isinstance(obj, dict) else Reason.NOT_OBJECT
@@ -174,15 +207,20 @@ def _reject_or_skip(parsed: Parsed, index: int, reason: Reason, line: bytes) -> 
         parsed.rejects.append(Reject(index, reason))
 
 
-def _request_id(obj: dict, fields: Fields) -> str | Reason | None:
+def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | None:
     value = _lookup(obj, fields.id)
     if value is _MISSING or value is None:
         return None
-    if isinstance(value, str):
-        return value
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return Reason.BAD_ID
+        value = str(value)
+    if not isinstance(value, str):
+        return Reason.BAD_ID
+    return Reason.ID_TOO_LONG if id_too_long(value, max_id_bytes) else value
+
+
+def id_too_long(value: str, max_id_bytes: int) -> bool:
+    """More than `max_id_bytes` in UTF-8 (a lone surrogate counts as its 3 bytes)."""
+    return len(value) > max_id_bytes // 4 and len(value.encode("utf-8", "surrogatepass")) > max_id_bytes
 
 
 def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
@@ -267,14 +305,21 @@ def parse_predictions(
     now: float,
     sum_tolerance: float,
     decoder: BlockDecoder | None = None,
+    *,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    zone: tzinfo = UTC,
+    max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
 ) -> Parsed:
-    """Validate a block of `n` complete prediction lines; `now` stamps lines without a time.
+    """Validate a block of `n` complete prediction lines; `now` (the daemon's clock)
+    stamps lines without a time, and a time more than `max_skew_s` after it is a bad
+    timestamp. `zone` is the time zone of RFC 3339 times without an offset.
 
     With a `decoder`, lines of the common shape (a probability list of the right
     length, numeric or absent time, integer or absent label, string or absent id) go
     through typed block decoding and numpy; every other line takes the plain path,
     which knows every rejection reason. Both paths give the same answer for a line.
     """
+    rules = _Rules(now, max_skew_s, zone, max_id_bytes)
     parsed = Parsed()
     rows: dict[str, _Rows] = {}
     classes_of: dict[str, tuple[str, ...]] = {}
@@ -285,10 +330,10 @@ def parse_predictions(
         if records is None:
             lines = split(data)
             records = [decoder.decode_line(line) for line in lines]
-        plain = _fast(records, decoder, default_model, catalog, now, rows, classes_of, parsed)
+        plain = _fast(records, decoder, default_model, catalog, rules, rows, classes_of, parsed)
     if len(plain):
         lines = lines if lines is not None else split(data)
-        _plain(lines, plain, fields, default_model, catalog, now, rows, classes_of, parsed)
+        _plain(lines, plain, fields, default_model, catalog, rules, rows, classes_of, parsed)
     accepted = [_validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
                 for model, r in rows.items()]
     # Admission in order of each model's first accepted line.
@@ -305,8 +350,22 @@ def parse_predictions(
 _NONE = type(None)
 
 
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What a line's time and id are checked against."""
+
+    now: float
+    max_skew_s: float
+    zone: tzinfo
+    max_id_bytes: int
+
+    def time(self, raw: object) -> float:
+        return self.now if raw is _MISSING or raw is None else event_time(
+            raw, self.now, self.max_skew_s, self.zone)
+
+
 def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, catalog: Catalog,
-          now: float, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
+          rules: _Rules, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
           parsed: Parsed) -> list[int]:
     """Take the regular records of a block into `rows`; return the other lines' indices."""
     get = decoder.get
@@ -336,7 +395,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
                 continue
             classes = classes_of[model] = resolved
         chosen = records if len(members) == len(records) else [records[i] for i in members]
-        regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, now)
+        regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, rules)
         plain.extend(index[~regular].tolist())
         if regular.any():
             rows.setdefault(model, _Rows()).add(index[regular], ts, probs, labels, ids)
@@ -347,7 +406,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
 
 
 def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...],
-             now: float) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
+             rules: _Rules) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
     """Which records have the common shape, and their columns (for those only)."""
     k = len(classes)
     n = len(records)
@@ -358,12 +417,12 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
         for i, t in enumerate(stamps):
             if type(t) is str:  # RFC 3339
                 try:
-                    stamps[i] = parse_timestamp(t)
+                    stamps[i] = parse_timestamp(t, rules.zone)
                 except (ValueError, OverflowError):
                     ok[i], stamps[i] = False, None
     ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
-    ts[np.isnan(ts)] = now
-    ok &= (ts >= 0) & (ts < MAX_TS) & (ts <= now + MAX_FUTURE_S)  # else bad_timestamp
+    ts[np.isnan(ts)] = rules.now
+    ok &= (ts >= 0) & (ts < MAX_TS) & (ts <= rules.now + rules.max_skew_s)  # else bad_timestamp
     raw = list(map(get["label"], records))
     if not set(map(type, raw)) <= {int, _NONE}:
         names = {name: i for i, name in enumerate(classes)}
@@ -380,8 +439,14 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
     ids: list = [None] * n
     if "id" in get:
         ids = list(map(get["id"], records))
-        if not set(map(type, ids)) <= {str, _NONE}:
+        kinds = set(map(type, ids))
+        if not kinds <= {str, _NONE}:
             ok &= np.fromiter((type(x) is not int for x in ids), bool, n)
+        # Long ids are rare: one pass at C speed finds whether a block has any.
+        strings = ids if kinds == {str} else [x for x in ids if type(x) is str]
+        if strings and max(map(len, strings)) > rules.max_id_bytes // 4:
+            ok &= np.fromiter((type(x) is not str or not id_too_long(x, rules.max_id_bytes)
+                               for x in ids), bool, n)
     if ok.all():
         return ok, ts, labels, ids, matrix
     keep = np.flatnonzero(ok)
@@ -389,7 +454,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
 
 
 def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,
-           catalog: Catalog, now: float, rows: dict[str, _Rows],
+           catalog: Catalog, rules: _Rules, rows: dict[str, _Rows],
            classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
     """The plain path: `json.loads` and a check of every field, one line at a time."""
     gathered: dict[str, tuple[list, list, list, list, list]] = {}
@@ -414,9 +479,11 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
         if isinstance(vector, Reason):
             parsed.rejects.append(Reject(i, vector))
             continue
-        raw_ts = _lookup(obj, fields.timestamp)
         try:
-            ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now)
+            ts = rules.time(_lookup(obj, fields.timestamp))
+        except AheadOfClock as exc:
+            parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP, str(exc)))
+            continue
         except (ValueError, OverflowError):
             parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP))
             continue
@@ -428,7 +495,7 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
             except ValueError:
                 parsed.rejects.append(Reject(i, Reason.UNKNOWN_CLASS))
                 continue
-        request_id = _request_id(obj, fields)
+        request_id = _request_id(obj, fields, rules.max_id_bytes)
         if isinstance(request_id, Reason):
             parsed.rejects.append(Reject(i, request_id))
             continue
@@ -467,14 +534,9 @@ def _validated(model: str, r: _Rows, k: int, sum_tolerance: float, parsed: Parse
     for row in np.flatnonzero(bad_sum):
         parsed.rejects.append(Reject(int(index[row]), Reason.BAD_SUM))
     keep = ~bad
-    return Predictions(
-        model=model,
-        index=index[keep],
-        ts=ts[keep],
-        probs=probs[keep] / sums[keep, None],
-        labels=labels[keep],
-        ids=[x for x, ok in zip(ids, keep) if ok],
-    )
+    with np.errstate(invalid="ignore", divide="ignore"):  # the rows not kept
+        normalised = probs / sums[:, None]
+    return Predictions(model, index, ts, normalised, labels, ids).take(keep)
 
 
 def _numeric(row: list[object]) -> bool:
@@ -487,43 +549,60 @@ def parse_labels(
     default_model: str | None,
     catalog: Catalog,
     now: float,
+    *,
+    max_skew_s: float = DEFAULT_MAX_SKEW_S,
+    zone: tzinfo = UTC,
+    max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
 ) -> Parsed:
-    """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`."""
+    """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`.
+    With no model in the line and no `default_model`, the label joins by id alone
+    (model None): its class is checked once its prediction, of any model, is found."""
+    rules = _Rules(now, max_skew_s, zone, max_id_bytes)
     lines = split(data)
     parsed = Parsed()
     admitted: dict[str, object] = {}  # model -> admit()'s answer
     index: list[int] = []
-    models: list[str] = []
+    models: list[str | None] = []
     ids: list[str] = []
     labels: list[int] = []
     stamps: list[float] = []
+    raws: list[int | str | None] = []
     for i, line in enumerate(lines):
         obj = decode(line)
         if isinstance(obj, Reason):
             _reject_or_skip(parsed, i, obj, line)
             continue
-        model = _model_name(obj, fields, default_model)
-        request_id = _request_id(obj, fields)
+        raw_model = _lookup(obj, fields.model)
+        model: str | Reason | None = None
+        if default_model is not None or (raw_model is not _MISSING and raw_model is not None):
+            model = _model_name(obj, fields, default_model)
+        request_id = _request_id(obj, fields, max_id_bytes)
         raw_label = _lookup(obj, fields.label)
         reason = next((x for x in (model, request_id) if isinstance(x, Reason)), None)
         if reason is None and (request_id is None or raw_label is _MISSING or raw_label is None):
             reason = Reason.MISSING_FIELD
-        if reason is None:
+        label, raw = -1, None
+        if reason is None and isinstance(model, str):
             classes = catalog.classes(model)
             if isinstance(classes, Reason):
                 reason = classes
-        if reason is None:
-            try:
-                label = class_index(raw_label, classes)
-            except ValueError:
+            else:
+                try:
+                    label = class_index(raw_label, classes)
+                except ValueError:
+                    reason = Reason.UNKNOWN_CLASS
+        elif reason is None:
+            if isinstance(raw_label, bool) or not isinstance(raw_label, int | str) or (
+                    isinstance(raw_label, int) and raw_label < 0):
                 reason = Reason.UNKNOWN_CLASS
+            else:
+                raw = raw_label
         if reason is None:
-            raw_ts = _lookup(obj, fields.timestamp)
             try:
-                ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now)
+                ts = rules.time(_lookup(obj, fields.timestamp))
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
-        if reason is None:
+        if reason is None and isinstance(model, str):
             refusal = admitted.get(model, _MISSING)
             if refusal is _MISSING:
                 refusal = admitted[model] = catalog.admit(model)
@@ -532,15 +611,17 @@ def parse_labels(
             parsed.rejects.append(Reject(i, reason))
             continue
         index.append(i)
-        models.append(model)
-        ids.append(request_id)
+        models.append(model)  # type: ignore[arg-type]  # a str or None here
+        ids.append(request_id)  # type: ignore[arg-type]
         labels.append(label)
         stamps.append(ts)
+        raws.append(raw)
     parsed.labels = Labels(
         index=np.asarray(index, dtype=np.int64),
         model=models,
         ids=ids,
         labels=np.asarray(labels, dtype=np.int64),
         ts=np.asarray(stamps, dtype=np.float64),
+        raw=raws,
     )
     return parsed

@@ -4,14 +4,17 @@ naming its dotted key path (`models.fraud.windows[1]`, `sources[0].path`)."""
 from __future__ import annotations
 
 import textwrap
+from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from pytest import approx
 
-from monitor.config import Fields, ReferenceSpec, WindowSpec, build_config, parse_duration
+from monitor.config import Fields, ReferenceSpec, WindowSpec, build_config, load_config, parse_duration
 from monitor.errors import ConfigError, ConfigErrors
 
+HUGE = "9" * 400  # no float holds it: float() raises OverflowError
 MINIMAL = """
 sources:
   - name: fraud
@@ -191,6 +194,37 @@ BAD = [
     ("no models", "sources: [{name: s, path: /x}]\n", "models"),
     ("no sources", "models: {m: {classes: [a, b]}}\n", "sources"),
     ("too many models", MINIMAL + "  spam: {classes: [a, b]}\nmax_models: 1\n", "models"),
+    # Numbers no float holds, and bounds on what one setting can make the daemon allocate.
+    ("huge sum_tolerance", MINIMAL + f"sum_tolerance: {HUGE}\n", "sum_tolerance"),
+    ("sum_tolerance above 1", MINIMAL + "sum_tolerance: 2\n", "sum_tolerance"),
+    ("huge duration", MINIMAL + f"checkpoint_interval: {HUGE}\n", "checkpoint_interval"),
+    ("huge duration with unit", MINIMAL + f"checkpoint_interval: {HUGE}s\n", "checkpoint_interval"),
+    ("huge window", MINIMAL + f"    windows: [5m, {HUGE}]\n", "models.fraud.windows[1]"),
+    ("window beyond ten years", MINIMAL + "    windows: [5m, 4000d]\n", "models.fraud.windows[1]"),
+    ("huge decay", MINIMAL + f"    reference: {{decay: {HUGE}}}\n", "models.fraud.reference.decay"),
+    ("huge static prior", MINIMAL + f"    reference: {{static: [{HUGE}, 1]}}\n",
+     "models.fraud.reference.static"),
+    ("huge count window", MINIMAL + f"    windows: [{{count: {HUGE}}}]\n", "models.fraud.windows[0]"),
+    ("max_line_bytes too large", MINIMAL + "max_line_bytes: 1000000000000\n", "max_line_bytes"),
+    ("max_models too large", MINIMAL + "max_models: 10000000000000\n", "max_models"),
+    ("max_pending too large", MINIMAL + "labels:\n  - {name: l, path: /l, max_pending: 10000000000000}\n",
+     "labels[0].max_pending"),
+    ("nanosecond checkpoint_interval", MINIMAL + "checkpoint_interval: 0.000000001\n",
+     "checkpoint_interval"),
+    ("nanosecond poll_interval", MINIMAL + "poll_interval: 0.000000001\n", "poll_interval"),
+    ("NUL in path", MINIMAL.replace("/var/log/fraud/predictions-*.jsonl", '"/p\\0.jsonl"'),
+     "sources[0].path"),
+    ("NUL in state_dir", MINIMAL + 'state_dir: "/var/lib/\\0"\n', "state_dir"),
+    ("NUL in label path", MINIMAL + 'labels:\n  - {name: l, path: "/l\\0"}\n', "labels[0].path"),
+    ("zero max_id_bytes", MINIMAL + "max_id_bytes: 0\n", "max_id_bytes"),
+    ("max_id_bytes too large", MINIMAL + "max_id_bytes: 1000000000\n", "max_id_bytes"),
+    ("bad max_clock_skew", MINIMAL + "max_clock_skew: ahead\n", "max_clock_skew"),
+    ("unknown time zone", MINIMAL.replace("    path:", "    timezone: Mars/Olympus\n    path:"),
+     "sources[0].timezone"),
+    ("time zone as a path", MINIMAL.replace("    path:", "    timezone: ../../etc/passwd\n    path:"),
+     "sources[0].timezone"),
+    ("label time zone not a string", MINIMAL + "labels:\n  - {name: l, path: /l, timezone: 2}\n",
+     "labels[0].timezone"),
 ]
 
 
@@ -248,3 +282,62 @@ def test_config_is_frozen():
         config.max_models = 5  # type: ignore[misc]
     assert isinstance(config.sources, tuple)
     assert isinstance(config.models["fraud"].windows, tuple)
+
+
+LAUGHS = "".join(f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+HOSTILE_FILES = [
+    ("nested 1,000 deep", MINIMAL + "x: " + "[" * 1000 + "]" * 1000 + "\n", "x[0][0]",
+     "nested deeper than 64"),
+    ("mappings nested 1,000 deep", MINIMAL + "x: " + "{a: " * 1000 + "1" + "}" * 1000 + "\n",
+     "x.a.a", "nested deeper than 64"),
+    # A billion laughs: 9^9 "lol"s from a few hundred bytes.
+    ("alias bomb", MINIMAL + "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + LAUGHS, "f: more than",
+     "once aliases are expanded"),
+    ("alias bomb under a known key", MINIMAL + "    windows: [&a [5m, 5m, 5m, 5m, 5m, 5m, 5m, 5m, 5m], "
+     + ", ".join(f"&{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")) + "]\n",
+     "models: more than", "once aliases are expanded"),
+    ("an alias to itself", MINIMAL + "x: &x [*x]\n", "x: more than", "once aliases are expanded"),
+    ("python object tag", MINIMAL + "x: !!python/object/apply:os.system [echo hi]\n", "python/object/apply",
+     "could not determine a constructor"),
+    ("larger than 1 MiB", MINIMAL + "# " + "x" * (1 << 20) + "\n", "config.yaml", "larger than 1 MiB"),
+    ("not UTF-8", MINIMAL + "# \xff\n", "config.yaml", "not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "where", "message"), [(t, w, m) for _, t, w, m in HOSTILE_FILES],
+                         ids=[n for n, _, _, _ in HOSTILE_FILES])
+def test_hostile_config_files_are_config_errors_naming_where(tmp_path, text, where, message):
+    file = tmp_path / "config.yaml"
+    file.write_bytes(text.encode("latin-1") if "\xff" in text else text.encode())
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(str(file))
+    (error,) = caught.value.errors
+    assert where in str(error) and message in str(error), str(error)
+    assert len(str(error)) < 1000
+
+
+def test_aliases_within_the_bounds_still_work(tmp_path):
+    file = tmp_path / "config.yaml"
+    file.write_text(MINIMAL + "  spam: &shared {classes: [a, b], windows: [5m]}\n  eggs: *shared\n")
+    config = load_config(str(file))
+    assert config.models["spam"] == config.models["eggs"]
+
+
+def test_a_value_quoted_in_a_message_stays_short():
+    found = problems(MINIMAL + "    windows: [" + ", ".join(["[" + ", ".join(["9" * 100] * 50) + "]"] * 50)
+                     + "]\n")
+    assert all(len(message) < 300 for message in found.values())
+
+
+def test_timezone_is_an_iana_zone_defaulting_to_utc():
+    config = build(MINIMAL.replace("    path:", "    timezone: Europe/Berlin\n    path:")
+                   + "labels:\n  - {name: l, path: /l}\n")
+    assert config.sources[0].timezone == ZoneInfo("Europe/Berlin")
+    assert config.labels[0].timezone.utcoffset(None) == timedelta(0)
+
+
+def test_max_id_bytes_and_max_clock_skew_defaults_and_settings():
+    config = build(MINIMAL)
+    assert (config.max_id_bytes, config.max_clock_skew_s) == (256, 300.0)
+    config = build(MINIMAL + "max_id_bytes: 64\nmax_clock_skew: 1h\n")
+    assert (config.max_id_bytes, config.max_clock_skew_s) == (64, 3600.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -63,7 +64,12 @@ def accepted(parsed, model: str = "fraud") -> np.ndarray:
     return np.zeros((0, 2)) if p is None else p.probs
 
 
+def utc(*args: int, micro: int = 0) -> float:
+    return datetime(*args, micro, tzinfo=timezone.utc).timestamp()
+
+
 GOOD = {"probs": [0.25, 0.75]}
+HUGE = b"1" + b"0" * 400  # past float range: int -> float raises OverflowError
 
 REJECTED = [
     (b'{"probs": [0.5, 0.5], "note": "\xff"}', Reason.NOT_UTF8),
@@ -117,6 +123,21 @@ REJECTED = [
     (line(prediction=True), Reason.UNKNOWN_CLASS),
     (line(probs=[0.5, 0.5], model="other"), Reason.UNKNOWN_MODEL),
     (line(probs=[0.5, 0.5], model="full-1"), Reason.TOO_MANY_MODELS),
+    # Integers beyond 64 bits get their field's rejection, never an exception.
+    (b'{"probs": [0.5, 0.5], "label": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    (b'{"probs": [0.5, 0.5], "label": -' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    (b'{"probs": [0.5, 0.5], "label": 9223372036854775808}', Reason.UNKNOWN_CLASS),
+    (b'{"probs": [0.5, ' + HUGE + b"]}", Reason.BAD_PROBABILITY),
+    (b'{"probs": [0.5, 18446744073709551616]}', Reason.BAD_SUM),
+    (b'{"probs": {"legit": ' + HUGE + b"}}", Reason.BAD_PROBABILITY),
+    (b'{"probs": [0.5, 0.5], "ts": ' + HUGE + b"}", Reason.BAD_TIMESTAMP),
+    (b'{"probs": [0.5, 0.5], "ts": ' + b"7" * 5000 + b"}", Reason.BAD_TIMESTAMP),
+    (b'{"probs": [0.5, 0.5], "id": ' + HUGE + b"}", Reason.BAD_ID),
+    (b'{"prediction": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    # Ids are bounded in bytes (max_id_bytes, default 256), not only by the line length.
+    (line(probs=[0.5, 0.5], id="r" * 257), Reason.ID_TOO_LONG),
+    (line(probs=[0.5, 0.5], id="\u00e9" * 129), Reason.ID_TOO_LONG),  # 258 bytes in UTF-8
+    (line(probs=[0.5, 0.5], ts=NOW + 301), Reason.BAD_TIMESTAMP),  # beyond max_clock_skew
 ]
 
 
@@ -147,6 +168,81 @@ def test_deeply_nested_json_is_rejected_not_raised(parse):
     parsed = parse([deep, b"[" * 100_000, line(**GOOD)])
     assert reasons(parsed) in ([Reason.BAD_PROBABILITY, Reason.NOT_JSON], [Reason.NOT_JSON] * 2)
     assert parsed.predictions["fraud"].index.tolist() == [2]
+
+
+def test_an_id_of_max_id_bytes_is_kept_and_one_byte_more_is_rejected(parse):
+    parsed = parse([line(**GOOD, id="r" * 256), line(**GOOD, id="\u00e9" * 128),
+                    line(**GOOD, id="\u00e9" * 128 + "r")])
+    assert parsed.predictions["fraud"].ids == ["r" * 256, "\u00e9" * 128]
+    assert [(r.index, r.reason) for r in parsed.rejects] == [(2, Reason.ID_TOO_LONG)]
+
+
+@pytest.mark.parametrize("limit", [1, 8, 17])
+def test_max_id_bytes_is_the_bound_on_both_paths(limit):
+    """An integer id counts as its digits."""
+    lines = [line(**GOOD, id="r" * limit), line(**GOOD, id="r" * (limit + 1)), line(**GOOD, id=10**limit)]
+    data, n = block(lines)
+    for decoder in (None, BlockDecoder(DEFAULT_FIELDS, WANTED)):
+        parsed = parse_predictions(data, n, DEFAULT_FIELDS, "fraud", resolve, NOW, 1e-3, decoder,
+                                   max_id_bytes=limit)
+        assert parsed.predictions["fraud"].ids == ["r" * limit]
+        assert reasons(parsed) == [Reason.ID_TOO_LONG, Reason.ID_TOO_LONG]
+
+
+def test_a_time_beyond_the_clock_skew_is_rejected_saying_how_far_ahead(parse):
+    parsed = parse([line(**GOOD, ts=NOW + 300), line(**GOOD, ts=NOW + 7200), line(**GOOD, ts=NOW - 7200)])
+    assert parsed.predictions["fraud"].ts.tolist() == [NOW + 300, NOW - 7200]
+    assert [(r.index, r.reason, r.detail) for r in parsed.rejects] == [
+        (1, Reason.BAD_TIMESTAMP, "7200s ahead of the clock")]
+
+
+def test_max_clock_skew_is_the_bound_on_both_paths():
+    data, n = block([line(**GOOD, ts=NOW + 59), line(**GOOD, ts=NOW + 61)])
+    for decoder in (None, BlockDecoder(DEFAULT_FIELDS, WANTED)):
+        parsed = parse_predictions(data, n, DEFAULT_FIELDS, "fraud", resolve, NOW, 1e-3, decoder,
+                                   max_skew_s=60.0)
+        assert parsed.predictions["fraud"].ts.tolist() == [NOW + 59]
+        assert reasons(parsed) == [Reason.BAD_TIMESTAMP]
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+# Summer time in Berlin ended on 2026-10-25 at 03:00 CEST (01:00 UTC): 02:00-03:00 came twice.
+DST = [
+    ("2026-10-24T12:00:00", utc(2026, 10, 24, 10, 0, 0)),  # CEST, +02:00
+    ("2026-10-25T01:30:00", utc(2026, 10, 24, 23, 30, 0)),  # still CEST
+    ("2026-10-25T02:30:00", utc(2026, 10, 25, 0, 30, 0)),  # ambiguous: the first (CEST)
+    ("2026-10-25T03:30:00", utc(2026, 10, 25, 2, 30, 0)),  # CET, +01:00
+    ("2026-10-26T12:00:00.250", utc(2026, 10, 26, 11, 0, 0, micro=250000)),
+    ("2026-03-29T03:30:00", utc(2026, 3, 29, 1, 30, 0)),  # CEST began at 02:00 CET
+    ("2026-10-25T03:30:00Z", utc(2026, 10, 25, 3, 30, 0)),  # an offset wins over the zone
+    ("2026-10-25T03:30:00+05:00", utc(2026, 10, 24, 22, 30, 0)),
+    (1793000000, 1793000000.0),  # Unix seconds have no zone
+]
+
+
+@pytest.mark.parametrize(("raw", "seconds"), DST, ids=[str(r) for r, _ in DST])
+def test_times_without_an_offset_are_read_in_the_sources_zone_across_a_dst_change(raw, seconds):
+    data, n = block([line(**GOOD, ts=raw)])
+    for decoder in (None, BlockDecoder(DEFAULT_FIELDS, WANTED)):
+        parsed = parse_predictions(data, n, DEFAULT_FIELDS, "fraud", resolve, NOW, 1e-3, decoder,
+                                   zone=BERLIN)
+        assert parsed.rejects == []
+        assert parsed.predictions["fraud"].ts[0] == approx(seconds, abs=1e-6)
+    labels = parse_labels(block([line(id="a", label=1, ts=raw)])[0], DEFAULT_FIELDS, "fraud", resolve,
+                          NOW, zone=BERLIN).labels
+    assert labels.ts[0] == approx(seconds, abs=1e-6)
+
+
+def test_times_without_an_offset_default_to_utc(parse):
+    parsed = parse([line(**GOOD, ts="2026-10-25T02:30:00")])
+    assert parsed.predictions["fraud"].ts[0] == utc(2026, 10, 25, 2, 30, 0)
+
+
+def test_a_huge_integer_in_a_field_nobody_reads_does_not_reject_the_line(parse):
+    """json's int() refuses more than 4,300 digits; the fast path skips the field unread."""
+    parsed = parse([b'{"probs": [0.25, 0.75], "note": ' + b"7" * 5000 + b"}"])
+    assert parsed.rejects == []
+    assert accepted(parsed).tolist() == [[0.25, 0.75]]
 
 
 def test_an_empty_block_parses_to_nothing(parse):
@@ -229,10 +325,6 @@ def test_dotted_field_paths_read_nested_values(parse):
     assert reasons(parsed) == [Reason.MISSING_FIELD, Reason.MISSING_FIELD]
 
 
-def utc(*args: int, micro: int = 0) -> float:
-    return datetime(*args, micro, tzinfo=timezone.utc).timestamp()
-
-
 TIMESTAMPS = [
     ("2026-11-24T10:00:00Z", utc(2026, 11, 24, 10, 0, 0)),
     ("2026-11-24T10:00:00.123Z", utc(2026, 11, 24, 10, 0, 0, micro=123000)),
@@ -298,6 +390,8 @@ LABEL_REJECTED = [
     (line(id="a", label=None), Reason.MISSING_FIELD),
     (line(id="a", label="spam"), Reason.UNKNOWN_CLASS),
     (line(id="a", label=5), Reason.UNKNOWN_CLASS),
+    (b'{"id": "a", "label": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
+    (b'{"id": "a", "label": 1, "ts": -' + HUGE + b"}", Reason.BAD_TIMESTAMP),
     (line(id="a", label=1, ts="not a time"), Reason.BAD_TIMESTAMP),
     (line(id="a", label=1, ts=True), Reason.BAD_TIMESTAMP),
     (line(id=1.5, label=1), Reason.BAD_ID),
