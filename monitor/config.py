@@ -10,8 +10,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import yaml
@@ -64,6 +65,15 @@ class Fields:
     id: FieldPath = ("id",)
 
 
+FORMATS = ("jsonl", "bentoml", "sagemaker")  # of files; `kserve` is the spool of an http source
+# Where BentoML's monitoring data logs keep each value; probabilities, prediction and
+# label default to the empty path: "the column the schema file gives that role".
+BENTOML_FIELDS = Fields(timestamp=("timestamp",), probabilities=(), prediction=(), label=(),
+                        id=("request_id",))
+SPOOL_FOLDER = "spool"  # under state_dir: one folder per http source
+MAX_SPOOL_BYTES = 256 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     name: str
@@ -71,6 +81,8 @@ class SourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    format: str = "jsonl"
+    timezone: str = "UTC"  # IANA zone of RFC 3339 timestamps without an offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +92,23 @@ class LabelSourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    format: str = "jsonl"
+    timezone: str = "UTC"
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSourceConfig:
+    """Events POSTed to `path` on `listen`, spooled in `state_dir` and read from there
+    by the prediction source of the same name (see `spool_source`)."""
+
+    name: str
+    path: str  # URL path, e.g. /kserve/fraud
+    model: str | None = None
+    output: str | None = None  # the v2 output tensor to read (default: the first)
+    max_spool_bytes: int = MAX_SPOOL_BYTES
+    format: str = "kserve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +124,7 @@ class Config:
     sum_tolerance: float = 1e-3
     sources: tuple[SourceConfig, ...] = ()
     labels: tuple[LabelSourceConfig, ...] = ()
+    http_sources: tuple[HttpSourceConfig, ...] = ()
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     default_model: ModelConfig | None = None
 
@@ -208,10 +236,19 @@ def _listen(value: object) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _fields(reader: _Reader, raw: object, path: str) -> Fields:
+def _zone(value: object) -> str:
+    name = _string(value)
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {name!r}") from None
+    return name
+
+
+def _fields(reader: _Reader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
     names = set(Fields.__dataclass_fields__)
     mapping = reader.mapping(raw, path, names)
-    kwargs = {}
+    kwargs: dict[str, FieldPath] = {}
     for key, value in mapping.items():
         try:
             text = _string(value)
@@ -219,7 +256,7 @@ def _fields(reader: _Reader, raw: object, path: str) -> Fields:
             reader.fail(_join(path, key), str(exc))
             continue
         kwargs[key] = tuple(text.split("."))
-    return Fields(**kwargs)
+    return replace(defaults, **kwargs)
 
 
 def _resolve(path: str, base_dir: str) -> str:
@@ -228,19 +265,23 @@ def _resolve(path: str, base_dir: str) -> str:
 
 
 def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
-    allowed = {"name", "path", "model", "fields", "start_at"}
+    allowed = {"name", "path", "model", "fields", "start_at", "format", "timezone"}
     if labels:
         allowed |= {"join_ttl", "max_pending"}
     data = reader.mapping(raw, path, allowed)
     for key in ("name", "path"):
         if key not in data:
             reader.fail(_join(path, key), "required")
+    kind = reader.get(data, "format", path, _choice(*FORMATS), "jsonl")
     common = dict(
         name=reader.get(data, "name", path, _string, "?"),
         path=_resolve(reader.get(data, "path", path, _string, "?"), base_dir),
         model=reader.get(data, "model", path, _string, None),
-        fields=_fields(reader, data.get("fields"), _join(path, "fields")),
+        fields=_fields(reader, data.get("fields"), _join(path, "fields"),
+                       BENTOML_FIELDS if kind == "bentoml" else Fields()),
         start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
+        format=kind,
+        timezone=reader.get(data, "timezone", path, _zone, "UTC"),
     )
     if not labels:
         return SourceConfig(**common)
@@ -249,6 +290,35 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
         join_ttl_s=reader.get(data, "join_ttl", path, parse_duration, 86400.0),
         max_pending=reader.get(data, "max_pending", path, _int(1), 1_000_000),
     )
+
+
+def _http_source(reader: _Reader, raw: object, path: str) -> HttpSourceConfig:
+    data = reader.mapping(raw, path, {"name", "path", "format", "model", "output",
+                                      "max_spool_bytes"})
+    for key in ("name", "path", "format"):
+        if key not in data:
+            reader.fail(_join(path, key), "required")
+    url = reader.get(data, "path", path, _string, "/")
+    if not url.startswith("/") or "?" in url or url in ("/metrics", "/healthz", "/readyz"):
+        reader.fail(_join(path, "path"), f"expected a URL path like /kserve/fraud, got {url!r}")
+    return HttpSourceConfig(
+        name=reader.get(data, "name", path, _string, "?"),
+        path=url,
+        format=reader.get(data, "format", path, _choice("kserve"), "kserve"),
+        model=reader.get(data, "model", path, _string, None),
+        output=reader.get(data, "output", path, _string, None),
+        max_spool_bytes=reader.get(data, "max_spool_bytes", path, _int(4096), MAX_SPOOL_BYTES),
+    )
+
+
+def spool_folder(state_dir: str, name: str) -> str:
+    return os.path.join(state_dir, SPOOL_FOLDER, name)
+
+
+def spool_source(http: HttpSourceConfig, state_dir: str) -> SourceConfig:
+    """The prediction source that reads an http source's spool, exactly once, as a log."""
+    return SourceConfig(name=http.name, path=os.path.join(spool_folder(state_dir, http.name), "*.jsonl"),
+                        model=http.model, format=http.format)
 
 
 def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
@@ -343,7 +413,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
-    "models", "max_models", "max_line_bytes", "sum_tolerance",
+    "models", "max_models", "max_line_bytes", "sum_tolerance", "http_sources",
 }
 
 
@@ -364,12 +434,23 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
             items = []
         for i, item in enumerate(items):
             sources.append(_source(reader, item, f"{key}[{i}]", base_dir, is_labels))
+    http_items = data.get("http_sources", [])
+    if not isinstance(http_items, list):
+        reader.fail("http_sources", "expected a list")
+        http_items = []
+    http = tuple(_http_source(reader, item, f"http_sources[{i}]") for i, item in enumerate(http_items))
+    if http and state_dir is None:
+        reader.fail("http_sources", "needs state_dir: accepted events are spooled there")
+    for i, item in enumerate(http):
+        if any(other.path == item.path for other in http[:i]):
+            reader.fail(f"http_sources[{i}].path", f"duplicate path {item.path!r}")
     predictions = tuple(s for s in sources if isinstance(s, SourceConfig))
     labels = tuple(s for s in sources if isinstance(s, LabelSourceConfig))
-    if not predictions and raw is not None and "sources" not in {e.path for e in reader.errors}:
-        reader.fail("sources", "required: at least one prediction log")
+    if (not predictions and not http and raw is not None
+            and "sources" not in {e.path for e in reader.errors}):
+        reader.fail("sources", "required: at least one prediction log (or http_sources)")
     seen: set[str] = set()
-    for key, group in (("sources", predictions), ("labels", labels)):
+    for key, group in (("sources", predictions), ("labels", labels), ("http_sources", http)):
         for i, source in enumerate(group):
             if source.name in seen:
                 reader.fail(f"{key}[{i}].name", f"duplicate source name {source.name!r}")
@@ -392,7 +473,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
                 default = model
             else:
                 models[str(name)] = model
-    for key, group in (("sources", predictions), ("labels", labels)):
+    for key, group in (("sources", predictions), ("labels", labels), ("http_sources", http)):
         for i, source in enumerate(group):
             if source.model is not None and source.model not in models and default is None:
                 reader.fail(f"{key}[{i}].model", f"model {source.model!r} is not in models")
@@ -407,8 +488,10 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         max_models=reader.get(data, "max_models", "", _int(1), 100),
         max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16), 1 << 20),
         sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0), 1e-3),
-        sources=predictions,
+        sources=predictions + tuple(spool_source(h, _resolve(state_dir, base_dir)) for h in http
+                                    if state_dir is not None),
         labels=labels,
+        http_sources=http,
         models=models,
         default_model=default,
     )

@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from enum import Enum
 from typing import Any, Protocol
 
@@ -107,8 +107,9 @@ _FRACTION = re.compile(r"\.(\d+)")
 MAX_TS = 253402300800.0  # 10000-01-01: later "times" are garbage, and overflow int64 buckets
 
 
-def parse_timestamp(value: object) -> float:
-    """RFC 3339 string or Unix seconds -> Unix seconds; ValueError when neither."""
+def parse_timestamp(value: object, zone: tzinfo = timezone.utc) -> float:
+    """RFC 3339 string or Unix seconds -> Unix seconds; ValueError when neither. A string
+    without an offset is a time in `zone` (a source's `timezone`)."""
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int | float):
@@ -121,7 +122,7 @@ def parse_timestamp(value: object) -> float:
         text = _FRACTION.sub(lambda m: "." + (m.group(1) + "00000")[:6], text, count=1)
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
+            moment = moment.replace(tzinfo=zone)
         ts = moment.timestamp()
     else:
         raise ValueError(value)
@@ -130,10 +131,10 @@ def parse_timestamp(value: object) -> float:
     return ts
 
 
-def event_time(value: object, arrival: float) -> float:
+def event_time(value: object, arrival: float, zone: tzinfo = timezone.utc) -> float:
     """An event's time; one stamped more than MAX_FUTURE_S after its arrival is a bad
     timestamp: windows never move back, so it would empty them all for good."""
-    ts = parse_timestamp(value)
+    ts = parse_timestamp(value, zone)
     if ts > arrival + MAX_FUTURE_S:
         raise ValueError(value)
     return ts
@@ -150,7 +151,11 @@ def class_index(value: object, classes: Sequence[str]) -> int:
     if isinstance(value, float) and value.is_integer() and 0 <= value < len(classes):
         return int(value)
     if isinstance(value, str):
-        return classes.index(value)
+        if value in classes:
+            return classes.index(value)
+        # A string naming no class may still be an index ("1" from CSV ground truth).
+        if value.isascii() and value.isdigit():
+            return class_index(int(value), classes)
     raise ValueError(value)
 
 
@@ -267,6 +272,7 @@ def parse_predictions(
     now: float,
     sum_tolerance: float,
     decoder: BlockDecoder | None = None,
+    zone: tzinfo = timezone.utc,
 ) -> Parsed:
     """Validate a block of `n` complete prediction lines; `now` stamps lines without a time.
 
@@ -285,10 +291,10 @@ def parse_predictions(
         if records is None:
             lines = split(data)
             records = [decoder.decode_line(line) for line in lines]
-        plain = _fast(records, decoder, default_model, catalog, now, rows, classes_of, parsed)
+        plain = _fast(records, decoder, default_model, catalog, now, rows, classes_of, parsed, zone)
     if len(plain):
         lines = lines if lines is not None else split(data)
-        _plain(lines, plain, fields, default_model, catalog, now, rows, classes_of, parsed)
+        _plain(lines, plain, fields, default_model, catalog, now, rows, classes_of, parsed, zone)
     accepted = [_validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
                 for model, r in rows.items()]
     # Admission in order of each model's first accepted line.
@@ -307,7 +313,7 @@ _NONE = type(None)
 
 def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, catalog: Catalog,
           now: float, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
-          parsed: Parsed) -> list[int]:
+          parsed: Parsed, zone: tzinfo) -> list[int]:
     """Take the regular records of a block into `rows`; return the other lines' indices."""
     get = decoder.get
     n = len(records)
@@ -336,7 +342,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
                 continue
             classes = classes_of[model] = resolved
         chosen = records if len(members) == len(records) else [records[i] for i in members]
-        regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, now)
+        regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, now, zone)
         plain.extend(index[~regular].tolist())
         if regular.any():
             rows.setdefault(model, _Rows()).add(index[regular], ts, probs, labels, ids)
@@ -347,7 +353,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
 
 
 def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...],
-             now: float) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
+             now: float, zone: tzinfo) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
     """Which records have the common shape, and their columns (for those only)."""
     k = len(classes)
     n = len(records)
@@ -358,7 +364,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
         for i, t in enumerate(stamps):
             if type(t) is str:  # RFC 3339
                 try:
-                    stamps[i] = parse_timestamp(t)
+                    stamps[i] = parse_timestamp(t, zone)
                 except (ValueError, OverflowError):
                     ok[i], stamps[i] = False, None
     ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
@@ -368,8 +374,8 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
     if not set(map(type, raw)) <= {int, _NONE}:
         names = {name: i for i, name in enumerate(classes)}
         for i, x in enumerate(raw):
-            if type(x) is str:  # a class name
-                raw[i] = names.get(x)
+            if type(x) is str:  # a class name, else a string of digits (an index)
+                raw[i] = names.get(x, int(x) if x.isascii() and x.isdigit() else None)
                 ok[i] &= raw[i] is not None
             elif type(x) is not int and x is not None:
                 ok[i], raw[i] = False, None
@@ -390,7 +396,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
 
 def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,
            catalog: Catalog, now: float, rows: dict[str, _Rows],
-           classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
+           classes_of: dict[str, tuple[str, ...]], parsed: Parsed, zone: tzinfo) -> None:
     """The plain path: `json.loads` and a check of every field, one line at a time."""
     gathered: dict[str, tuple[list, list, list, list, list]] = {}
     for i in which:
@@ -416,7 +422,7 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
             continue
         raw_ts = _lookup(obj, fields.timestamp)
         try:
-            ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now)
+            ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now, zone)
         except (ValueError, OverflowError):
             parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP))
             continue
@@ -487,6 +493,7 @@ def parse_labels(
     default_model: str | None,
     catalog: Catalog,
     now: float,
+    zone: tzinfo = timezone.utc,
 ) -> Parsed:
     """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`."""
     lines = split(data)
@@ -520,7 +527,7 @@ def parse_labels(
         if reason is None:
             raw_ts = _lookup(obj, fields.timestamp)
             try:
-                ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now)
+                ts = now if raw_ts is _MISSING or raw_ts is None else event_time(raw_ts, now, zone)
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
         if reason is None:
