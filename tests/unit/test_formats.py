@@ -161,7 +161,7 @@ def test_sagemaker_single_csv_column_is_a_hard_prediction():
     got, _ = run(config({"model": "m", "format": "sagemaker"}),
                  [capture("review", "CSV", "text/csv", "e1", WHEN),
                   capture("1", "CSV", "text/csv", "e2", WHEN)])
-    ts = datetime.fromisoformat("2026-09-21T10:00:00+00:00").timestamp()
+    ts = datetime.fromisoformat(WHEN.replace("Z", "+00:00")).timestamp()
     assert_same_snapshot(got, native([(ts, "e1", [0, 0, 1.0], None), (ts, "e2", [0, 1.0, 0], None)]))
 
 
