@@ -225,3 +225,18 @@ def test_an_unknown_timezone_is_a_config_error_naming_its_key():
     with pytest.raises(ConfigErrors) as caught:
         config({"model": "m", "timezone": "Mars/Olympus"})
     assert [e.path for e in caught.value.errors] == ["sources[0].timezone"]
+
+
+def test_bentoml_label_source_joins_its_target_column_by_request_id():
+    # A second monitor logging only the ground truth, later, under the same request ids.
+    cfg = config({"model": "m", "format": "bentoml"}, {"model": "m", "format": "bentoml"})
+    preds = [line(scores=[0.2, 0.3, 0.5], timestamp="2026-09-21T21:00:00", request_id=str(i))
+             for i in range(3)]
+    truth = [line(y=name, timestamp="2026-09-21T21:05:00", request_id=str(i))
+             for i, name in enumerate(["review", "legit", "2"])]
+    got, rejects = run(cfg, preds, truth, Columns(prediction="scores", target="y"))
+    assert rejects == []
+    ts = datetime.fromisoformat("2026-09-21T21:00:00+00:00").timestamp()
+    assert_same_snapshot(got, native([(ts, str(i), [0.2, 0.3, 0.5], None) for i in range(3)],
+                                     [("0", 2), ("1", 0), ("2", 2)]))
+    assert list(got.models[0].labels_total) == [1, 0, 2]
