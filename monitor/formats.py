@@ -29,6 +29,10 @@ from monitor.parse import Parsed, Reason, Reject, decode, parse_timestamp
 
 CANONICAL = Fields()  # the field names of transcoded lines
 REJECTED = "rejected"  # a spool line `{"rejected": reason}`: an event answered 400
+# A spool segment's first line `{"segment": "<unique>"}`, skipped like a blank line: the
+# tailer tells files apart by their first bytes, and two segments must never look alike
+# (as they would if the same event were POSTed twice, each first in its segment).
+SEGMENT = "segment"
 _MISSING = object()
 
 
@@ -103,6 +107,9 @@ def transcode(kind: str, data: bytes, fields: Fields, zone: tzinfo, labels: bool
             continue
         obj = decode(line)
         row = obj if isinstance(obj, Reason) else record(obj, fields, zone, columns)
+        if row is None:
+            result.blank += 1
+            continue
         if isinstance(row, Reason):
             result.rejects.append(Reject(i, row))
             continue
@@ -248,18 +255,19 @@ def _sagemaker_labels(obj: dict, fields: Fields, zone: tzinfo, columns: Columns)
     return row
 
 
-def _spool(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | Reason:
-    """An http source's spool line: a canonical row, or the reason its event was refused."""
+def _spool(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | Reason | None:
+    """An http source's spool line: a canonical row, the reason its event was refused, or
+    (None) a segment's header."""
     reason = obj.get(REJECTED)
     if reason is None:
-        return obj
+        return None if SEGMENT in obj and len(obj) == 1 else obj
     try:
         return Reason(reason)
     except ValueError:
         return Reason.NOT_OBJECT
 
 
-Record = Callable[[dict, Fields, tzinfo, Columns], "dict | Reason"]
+Record = Callable[[dict, Fields, tzinfo, Columns], "dict | Reason | None"]
 _RECORDS: dict[tuple[str, bool], Record] = {
     ("bentoml", False): partial(_bentoml, labels=False),
     ("bentoml", True): partial(_bentoml, labels=True),

@@ -5,7 +5,9 @@ the checkpoint with everything else). Shell: files and a lock, no parsing.
 
 A spool is a folder of segments `<seq>.jsonl` (state_dir/spool/<name>/). Only the
 newest is written; a new one is started when it passes a segment's size, and at every
-start-up (a write cut by a full disk is truncated away, never continued). After a
+start-up (a write cut by a full disk is truncated away, never continued); each starts
+with a header line of its own (formats.SEGMENT), so no two look alike to the tailer,
+which tells files apart by their first bytes. After a
 durable checkpoint the main thread deletes each older segment that checkpoint has read
 to its end. The bytes in segments not yet deleted are bounded by `max_spool_bytes`:
 past it, 503 with Retry-After, at once; nothing waits, nothing grows without bound.
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from monitor.config import Config, HttpSourceConfig, spool_folder
+from monitor.formats import SEGMENT
 from monitor.kserve import spool_lines
 from monitor.tail import FileRecord
 
@@ -72,18 +75,26 @@ class Spool:
         existing = _segments(folder)
         self.sizes = {seq: os.path.getsize(path) for seq, path in existing.items()}
         self.fd = -1
+        self.header_bytes = 0
         self._start(max(existing, default=0) + 1)
 
     def _start(self, seq: int) -> None:
         path = os.path.join(self.folder, f"{seq:012d}{SUFFIX}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600)
-        os.fchmod(fd, 0o600)  # whatever the umask
-        _fsync_dir(self.folder)
+        header = json.dumps({SEGMENT: f"{seq}:{os.urandom(12).hex()}"}).encode() + b"\n"
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.write(fd, header)
+            os.fsync(fd)
+            _fsync_dir(self.folder)
+        except OSError:
+            os.close(fd)
+            raise
         if self.fd >= 0:
             os.close(self.fd)
         self.fd, self.seq = fd, seq
-        self.sizes[seq] = 0
+        self.sizes[seq] = self.header_bytes = len(header)
 
     def used(self) -> int:
         return sum(self.sizes.values())
@@ -96,7 +107,8 @@ class Spool:
                 self._forget_released()
                 if self.used() + len(data) > self.max_bytes:
                     return False
-            if self.sizes[self.seq] and self.sizes[self.seq] + len(data) > self.segment_bytes:
+            size = self.sizes[self.seq]
+            if size > self.header_bytes and size + len(data) > self.segment_bytes:
                 self._start(self.seq + 1)
             size = self.sizes[self.seq]
             try:

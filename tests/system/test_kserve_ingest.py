@@ -190,3 +190,15 @@ def test_spool_files_are_private_and_deleted_once_read(daemon_factory, tmp_path:
     assert segment.stat().st_mode & 0o777 == 0o600
     assert folder.stat().st_mode & 0o777 == 0o700
     assert d.stop() == 0
+
+
+def test_the_same_event_posted_twice_first_in_two_segments_counts_twice(daemon_factory):
+    # Segments of 512 bytes and events of ~400: each event starts a segment. The tailer
+    # tells files apart by their first bytes, so each segment starts with its own header.
+    d = daemon_factory(config(max_spool_bytes=4096))
+    d.start()
+    headers, body = event("dup", {"predictions": [[0.25, 0.75]] * 4})
+    for _ in range(3):
+        assert post(d.port, headers, body)[0] == 200
+    d.wait_value("model_drift_predictions_total", 12, timeout_s=20, model="fraud")
+    assert d.stop() == 0

@@ -179,14 +179,14 @@ def test_rejects_keep_their_source_line_numbers():
     assert counts.lines == {"ok": 2, "rejected": 5, "late": 0}  # the blank line is neither
 
 
-def test_transcode_passes_spool_lines_through_and_reads_refusals():
-    data = b'{"ts":1.0,"id":"a","probs":[0.5,0.5]}\n{"rejected":"not_json"}\n'
+def test_transcode_passes_spool_lines_through_and_reads_refusals_and_skips_headers():
+    data = b'{"segment":"1:ab12"}\n{"ts":1.0,"id":"a","probs":[0.5,0.5]}\n{"rejected":"not_json"}\n'
     block = transcode("kserve", data, build_config(yaml.safe_load(
         "{sources: [{name: s, path: /x}], models: {m: {classes: [a, b]}}}")).sources[0].fields,
         ZoneInfo("UTC"), False)
     assert block.data == b'{"ts":1.0,"id":"a","probs":[0.5,0.5]}\n'
-    assert block.origin == [0]
-    assert [(r.index, r.reason) for r in block.rejects] == [(1, Reason.NOT_JSON)]
+    assert (block.origin, block.blank) == ([1], 1)
+    assert [(r.index, r.reason) for r in block.rejects] == [(2, Reason.NOT_JSON)]
 
 
 @pytest.mark.parametrize(("value", "index"), [(1, 1), ("fraud", 1), ("2", 2), ("0", 0)])
