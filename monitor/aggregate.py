@@ -7,7 +7,6 @@ passes now=-inf so its clock is the newest event read.
 from __future__ import annotations
 
 import math
-import zoneinfo
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -342,7 +341,7 @@ class Aggregator:
                            ) -> list[Reject]:
         """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
         without a time. `columns`: what a BentoML source's schema file says."""
-        zone = zoneinfo.ZoneInfo(source.timezone)
+        zone = source.timezone
         if source.format == "jsonl":
             parsed = parse_predictions(data, lines, source.fields, source.model, self.models,
                                        arrival, self.config.sum_tolerance, self._decoder(source), zone)
@@ -375,7 +374,7 @@ class Aggregator:
         default = source.model
         if default is None and len(self.config.models) == 1:
             default = next(iter(self.config.models))
-        zone = zoneinfo.ZoneInfo(source.timezone)
+        zone = source.timezone
         if source.format == "jsonl":
             parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival,
                                   zone)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 import os
 import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import timezone as _timezone
+from datetime import tzinfo
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -24,6 +26,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 
 MAX_COUNT = 10_000_000  # rows in a count window
 FieldPath = tuple[str, ...]
+UTC: tzinfo = _timezone.utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +85,7 @@ class SourceConfig:
     fields: Fields = Fields()
     start_at: str = "beginning"
     format: str = "jsonl"
-    timezone: str = "UTC"  # IANA zone of RFC 3339 timestamps without an offset
+    timezone: tzinfo = UTC  # of RFC 3339 timestamps without an offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ class LabelSourceConfig:
     fields: Fields = Fields()
     start_at: str = "beginning"
     format: str = "jsonl"
-    timezone: str = "UTC"
+    timezone: tzinfo = UTC
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
 
@@ -236,13 +239,13 @@ def _listen(value: object) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _zone(value: object) -> str:
+def _zone(value: object) -> tzinfo:
+    """An IANA time zone name (`Europe/Berlin`, `UTC`)."""
     name = _string(value)
     try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {name!r}") from None
-    return name
 
 
 def _fields(reader: _Reader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
@@ -273,7 +276,7 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
         if key not in data:
             reader.fail(_join(path, key), "required")
     kind = reader.get(data, "format", path, _choice(*FORMATS), "jsonl")
-    common = dict(
+    common: dict[str, Any] = dict(
         name=reader.get(data, "name", path, _string, "?"),
         path=_resolve(reader.get(data, "path", path, _string, "?"), base_dir),
         model=reader.get(data, "model", path, _string, None),
@@ -281,7 +284,7 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
                        BENTOML_FIELDS if kind == "bentoml" else Fields()),
         start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
         format=kind,
-        timezone=reader.get(data, "timezone", path, _zone, "UTC"),
+        timezone=reader.get(data, "timezone", path, _zone, UTC),
     )
     if not labels:
         return SourceConfig(**common)
@@ -450,7 +453,9 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
             and "sources" not in {e.path for e in reader.errors}):
         reader.fail("sources", "required: at least one prediction log (or http_sources)")
     seen: set[str] = set()
-    for key, group in (("sources", predictions), ("labels", labels), ("http_sources", http)):
+    groups: tuple[tuple[str, tuple[SourceConfig | LabelSourceConfig | HttpSourceConfig, ...]], ...] = (
+        ("sources", predictions), ("labels", labels), ("http_sources", http))
+    for key, group in groups:
         for i, source in enumerate(group):
             if source.name in seen:
                 reader.fail(f"{key}[{i}].name", f"duplicate source name {source.name!r}")
@@ -473,7 +478,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
                 default = model
             else:
                 models[str(name)] = model
-    for key, group in (("sources", predictions), ("labels", labels), ("http_sources", http)):
+    for key, group in groups:
         for i, source in enumerate(group):
             if source.model is not None and source.model not in models and default is None:
                 reader.fail(f"{key}[{i}].model", f"model {source.model!r} is not in models")

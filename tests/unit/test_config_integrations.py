@@ -4,6 +4,7 @@ reported with its key path; an http source reads its spool as a prediction sourc
 from __future__ import annotations
 
 import textwrap
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -69,7 +70,7 @@ def test_formats_and_their_field_defaults():
     assert (a.fields.timestamp, a.fields.id, a.fields.probabilities) == (("timestamp",), ("request_id",), ())
     assert (b.fields.probabilities, b.fields.id) == (("scores",), ("rid",))
     assert b.fields.timestamp == ("timestamp",)
-    assert (c.fields, c.timezone, c.format) == (Fields(), "Europe/Berlin", "sagemaker")
+    assert (c.fields, c.timezone, c.format) == (Fields(), ZoneInfo("Europe/Berlin"), "sagemaker")
     assert config.labels[0].format == "sagemaker"
 
 
