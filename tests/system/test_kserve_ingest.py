@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import signal
 import threading
 import time
 from datetime import datetime, timezone
@@ -201,4 +202,23 @@ def test_the_same_event_posted_twice_first_in_two_segments_counts_twice(daemon_f
     for _ in range(3):
         assert post(d.port, headers, body)[0] == 200
     d.wait_value("model_drift_predictions_total", 12, timeout_s=20, model="fraud")
+    assert d.stop() == 0
+
+
+def test_sighup_keeps_ingest_and_a_changed_http_source_waits_for_a_restart(daemon_factory):
+    d = daemon_factory(config())
+    d.start()
+    assert post(d.port, *event("a", {"predictions": [[0.3, 0.7]]}))[0] == 200
+    d.wait_value("model_drift_predictions_total", 1, model="fraud")
+    d.config["http_sources"] = [{**d.config["http_sources"][0], "path": "/kserve/elsewhere"}]
+    d.write_config(d.config)
+    d.send(signal.SIGHUP)
+    wait_until(lambda: "http_sources changes need a restart" in d.log(), 10)
+    assert post(d.port, *event("b", {"predictions": [[0.3, 0.7]]}))[0] == 200
+    assert post(d.port, *event("c", {"predictions": [[0.3, 0.7]]}), path="/kserve/elsewhere")[0] == 404
+    d.wait_value("model_drift_predictions_total", 2, model="fraud")
+    assert d.stop() == 0
+    d.start()  # the new path now, and the old spool still read exactly once
+    assert post(d.port, *event("d", {"predictions": [[0.3, 0.7]]}), path="/kserve/elsewhere")[0] == 200
+    d.wait_value("model_drift_predictions_total", 3, model="fraud")
     assert d.stop() == 0
