@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SEGMENTS_PER_SPOOL = 8  # a segment is at most max_spool_bytes / this (so most is reclaimable)
 SUFFIX = ".jsonl"
+TEMPORARY = ".tmp"  # a segment being started, outside the spool source's glob
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +89,19 @@ class Spool:
         self._start(max(existing, default=0) + 1)
 
     def _start(self, seq: int) -> None:
+        """Start segment `seq`: its header is written under a temporary name first, so
+        the tailer never meets an empty segment (which would look like a copy of any)."""
         path = os.path.join(self.folder, f"{seq:012d}{SUFFIX}")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0o600)
+        fd = os.open(path + TEMPORARY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+                     | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         header = json.dumps({SEGMENT: f"{seq}:{os.urandom(12).hex()}"}).encode() + b"\n"
         try:
             os.fchmod(fd, 0o600)  # whatever the umask
             os.write(fd, header)
             os.fsync(fd)
+            if os.path.lexists(path):  # never replace a segment
+                raise FileExistsError(errno.EEXIST, "spool segment exists", path)
+            os.rename(path + TEMPORARY, path)
             _fsync_dir(self.folder)
         except OSError:
             os.close(fd)
