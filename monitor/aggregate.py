@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor import divergence, schema, stats
+from monitor import divergence, formats, schema, stats
 from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
 from monitor.decode import BlockDecoder
 from monitor.errors import CheckpointError
@@ -490,21 +490,30 @@ class Aggregator:
         decoder = self.decoders.get(source.name, False)
         if decoder is False:
             wanted = ("timestamp", "model", "probabilities", "label", "id")
+            fields = source.fields if source.format == "jsonl" else formats.CANONICAL
             try:
-                decoder = BlockDecoder(source.fields, wanted)
+                decoder = BlockDecoder(fields, wanted)
             except ValueError:
                 decoder = None  # overlapping field paths: the plain path handles them
             self.decoders[source.name] = decoder
         return decoder
 
     def ingest_predictions(self, source: SourceConfig, data: bytes, lines: int, now: float,
-                           arrival: float) -> list[Reject]:
+                           arrival: float, columns: formats.Columns = formats.NO_COLUMNS
+                           ) -> list[Reject]:
         """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
-        without a time."""
-        parsed = parse_predictions(data, lines, source.fields, source.model, self.models,
-                                   arrival, self.config.sum_tolerance, self._decoder(source),
-                                   max_skew_s=self.config.max_clock_skew_s, zone=source.timezone,
-                                   max_id_bytes=self.config.max_id_bytes)
+        without a time. `columns`: what a BentoML source's schema file says."""
+        zone, cfg = source.timezone, self.config
+        limits = {"max_skew_s": cfg.max_clock_skew_s, "max_id_bytes": cfg.max_id_bytes}
+        if source.format == "jsonl":
+            parsed = parse_predictions(data, lines, source.fields, source.model, self.models,
+                                       arrival, cfg.sum_tolerance, self._decoder(source),
+                                       zone=zone, **limits)
+        else:
+            block = formats.transcode(source.format, data, source.fields, zone, False, columns)
+            parsed = block.restore(parse_predictions(
+                block.data, block.lines, formats.CANONICAL, source.model, self.models, arrival,
+                cfg.sum_tolerance, self._decoder(source), **limits))
         late = 0
         for name, batch in parsed.predictions.items():
             model = self.models[name]
@@ -557,14 +566,20 @@ class Aggregator:
         return batch.take(~too_far)
 
     def ingest_labels(self, source: LabelSourceConfig, data: bytes, lines: int, now: float,
-                      arrival: float) -> list[Reject]:
+                      arrival: float, columns: formats.Columns = formats.NO_COLUMNS) -> list[Reject]:
         """Join a block of label lines to waiting predictions (or keep them waiting)."""
         default = source.model
         if default is None and len(self.config.models) == 1:
             default = next(iter(self.config.models))
-        parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival,
-                              max_skew_s=self.config.max_clock_skew_s, zone=source.timezone,
-                              max_id_bytes=self.config.max_id_bytes)
+        zone, cfg = source.timezone, self.config
+        limits = {"max_skew_s": cfg.max_clock_skew_s, "max_id_bytes": cfg.max_id_bytes}
+        if source.format == "jsonl":
+            parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival,
+                                  zone=zone, **limits)
+        else:
+            block = formats.transcode(source.format, data, source.fields, zone, True, columns)
+            parsed = block.restore(parse_labels(block.data, formats.CANONICAL, default,
+                                                _FedBy(self.models, source), arrival, **limits))
         labels = parsed.labels
         assert labels is not None
         unowned = [i for i, m in enumerate(labels.model) if m is None]

@@ -12,7 +12,7 @@ import os
 import re
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timezone as _timezone
 from datetime import tzinfo
 from typing import Any, TypeVar
@@ -82,6 +82,15 @@ class Fields:
     id: FieldPath = ("id",)
 
 
+FORMATS = ("jsonl", "bentoml", "sagemaker")  # of files; `kserve` is the spool of an http source
+# Where BentoML's monitoring data logs keep each value; probabilities, prediction and
+# label default to the empty path: "the column the schema file gives that role".
+BENTOML_FIELDS = Fields(timestamp=("timestamp",), probabilities=(), prediction=(), label=(),
+                        id=("request_id",))
+SPOOL_FOLDER = "spool"  # under state_dir: one folder per http source
+MAX_SPOOL_BYTES = 256 << 20
+
+
 @dataclass(frozen=True, slots=True)
 class SourceConfig:
     name: str
@@ -89,6 +98,7 @@ class SourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    format: str = "jsonl"
     timezone: tzinfo = UTC  # of RFC 3339 timestamps without an offset
     follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
 
@@ -100,10 +110,24 @@ class LabelSourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    format: str = "jsonl"
     timezone: tzinfo = UTC
     follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSourceConfig:
+    """Events POSTed to `path` on `listen`, spooled in `state_dir` and read from there
+    by the prediction source of the same name (see `spool_source`)."""
+
+    name: str
+    path: str  # URL path, e.g. /kserve/fraud
+    model: str | None = None
+    output: str | None = None  # the v2 output tensor to read (default: the first)
+    max_spool_bytes: int = MAX_SPOOL_BYTES
+    format: str = "kserve"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +146,7 @@ class Config:
     sum_tolerance: float = 1e-3
     sources: tuple[SourceConfig, ...] = ()
     labels: tuple[LabelSourceConfig, ...] = ()
+    http_sources: tuple[HttpSourceConfig, ...] = ()
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     default_model: ModelConfig | None = None
 
@@ -292,10 +317,19 @@ def parse_listen(value: object) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _fields(reader: _Reader, raw: object, path: str) -> Fields:
+def _zone(value: object) -> tzinfo:
+    """An IANA time zone name (`Europe/Berlin`, `UTC`)."""
+    name = _string(value)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {name!r}") from None
+
+
+def _fields(reader: _Reader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
     names = set(Fields.__dataclass_fields__)
     mapping = reader.mapping(raw, path, names)
-    kwargs = {}
+    kwargs: dict[str, FieldPath] = {}
     for key, value in mapping.items():
         try:
             text = _string(value)
@@ -303,7 +337,7 @@ def _fields(reader: _Reader, raw: object, path: str) -> Fields:
             reader.fail(_join(path, key), str(exc))
             continue
         kwargs[key] = tuple(text.split("."))
-    return Fields(**kwargs)
+    return replace(defaults, **kwargs)
 
 
 def _resolve(path: str, base_dir: str) -> str:
@@ -312,19 +346,22 @@ def _resolve(path: str, base_dir: str) -> str:
 
 
 def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
-    allowed = {"name", "path", "model", "fields", "start_at", "timezone", "follow_symlinks"}
+    allowed = {"name", "path", "model", "fields", "start_at", "format", "timezone", "follow_symlinks"}
     if labels:
         allowed |= {"join_ttl", "max_pending"}
     data = reader.mapping(raw, path, allowed)
     for key in ("name", "path"):
         if key not in data:
             reader.fail(_join(path, key), "required")
+    kind = reader.get(data, "format", path, _choice(*FORMATS), "jsonl")
     common: dict[str, Any] = dict(
         name=reader.get(data, "name", path, _string, "?"),
         path=_resolve(reader.get(data, "path", path, _path, "?"), base_dir),
         model=reader.get(data, "model", path, _string, None),
-        fields=_fields(reader, data.get("fields"), _join(path, "fields")),
+        fields=_fields(reader, data.get("fields"), _join(path, "fields"),
+                       BENTOML_FIELDS if kind == "bentoml" else Fields()),
         start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
+        format=kind,
         timezone=reader.get(data, "timezone", path, _zone, UTC),
         follow_symlinks=reader.get(data, "follow_symlinks", path, _bool, False),
     )
@@ -335,6 +372,35 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
         join_ttl_s=reader.get(data, "join_ttl", path, parse_duration, 86400.0),
         max_pending=reader.get(data, "max_pending", path, _int(1, MAX_PENDING), 1_000_000),
     )
+
+
+def _http_source(reader: _Reader, raw: object, path: str) -> HttpSourceConfig:
+    data = reader.mapping(raw, path, {"name", "path", "format", "model", "output",
+                                      "max_spool_bytes"})
+    for key in ("name", "path", "format"):
+        if key not in data:
+            reader.fail(_join(path, key), "required")
+    url = reader.get(data, "path", path, _string, "/")
+    if not url.startswith("/") or "?" in url or url in ("/metrics", "/healthz", "/readyz"):
+        reader.fail(_join(path, "path"), f"expected a URL path like /kserve/fraud, got {url!r}")
+    return HttpSourceConfig(
+        name=reader.get(data, "name", path, _string, "?"),
+        path=url,
+        format=reader.get(data, "format", path, _choice("kserve"), "kserve"),
+        model=reader.get(data, "model", path, _string, None),
+        output=reader.get(data, "output", path, _string, None),
+        max_spool_bytes=reader.get(data, "max_spool_bytes", path, _int(4096), MAX_SPOOL_BYTES),
+    )
+
+
+def spool_folder(state_dir: str, name: str) -> str:
+    return os.path.join(state_dir, SPOOL_FOLDER, name)
+
+
+def spool_source(http: HttpSourceConfig, state_dir: str) -> SourceConfig:
+    """The prediction source that reads an http source's spool, exactly once, as a log."""
+    return SourceConfig(name=http.name, path=os.path.join(spool_folder(state_dir, http.name), "*.jsonl"),
+                        model=http.model, format=http.format)
 
 
 def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
@@ -433,7 +499,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
     "models", "max_models", "max_line_bytes", "max_id_bytes", "max_clock_skew", "sum_tolerance",
-    "max_open_files",
+    "max_open_files", "http_sources",
 }
 
 
@@ -454,12 +520,25 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
             items = []
         for i, item in enumerate(items):
             sources.append(_source(reader, item, f"{key}[{i}]", base_dir, is_labels))
+    http_items = data.get("http_sources", [])
+    if not isinstance(http_items, list):
+        reader.fail("http_sources", "expected a list")
+        http_items = []
+    http = tuple(_http_source(reader, item, f"http_sources[{i}]") for i, item in enumerate(http_items))
+    if http and state_dir is None:
+        reader.fail("http_sources", "needs state_dir: accepted events are spooled there")
+    for i, item in enumerate(http):
+        if any(other.path == item.path for other in http[:i]):
+            reader.fail(f"http_sources[{i}].path", f"duplicate path {item.path!r}")
     predictions = tuple(s for s in sources if isinstance(s, SourceConfig))
     labels = tuple(s for s in sources if isinstance(s, LabelSourceConfig))
-    if not predictions and raw is not None and "sources" not in {e.path for e in reader.errors}:
-        reader.fail("sources", "required: at least one prediction log")
+    if (not predictions and not http and raw is not None
+            and "sources" not in {e.path for e in reader.errors}):
+        reader.fail("sources", "required: at least one prediction log (or http_sources)")
     seen: set[str] = set()
-    for key, group in (("sources", predictions), ("labels", labels)):
+    groups: tuple[tuple[str, tuple[SourceConfig | LabelSourceConfig | HttpSourceConfig, ...]], ...] = (
+        ("sources", predictions), ("labels", labels), ("http_sources", http))
+    for key, group in groups:
         for i, source in enumerate(group):
             if source.name in seen:
                 reader.fail(f"{key}[{i}].name", f"duplicate source name {source.name!r}")
@@ -482,7 +561,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
                 default = model
             else:
                 models[str(name)] = model
-    for key, group in (("sources", predictions), ("labels", labels)):
+    for key, group in groups:
         for i, source in enumerate(group):
             if source.model is not None and source.model not in models and default is None:
                 reader.fail(f"{key}[{i}].model", f"model {source.model!r} is not in models")
@@ -500,8 +579,10 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         max_id_bytes=reader.get(data, "max_id_bytes", "", _int(1, MAX_ID_BYTES), DEFAULT_MAX_ID_BYTES),
         max_clock_skew_s=reader.get(data, "max_clock_skew", "", parse_duration, DEFAULT_MAX_SKEW_S),
         sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0, maximum=1.0), 1e-3),
-        sources=predictions,
+        sources=predictions + tuple(spool_source(h, _resolve(state_dir, base_dir)) for h in http
+                                    if state_dir is not None),
         labels=labels,
+        http_sources=http,
         models=models,
         default_model=default,
     )

@@ -29,7 +29,10 @@ from monitor.aggregate import Aggregator, Snapshot, state_budget
 from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import CheckpointError, ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
+from monitor.formats import NO_COLUMNS
 from monitor.http import MetricsServer
+from monitor.schemas import Schemas
+from monitor.spool import Ingest
 from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,7 @@ class Reader:
         self.aggregator = aggregator
         self.throttle = Throttle(10.0, monotonic)
         self.unmatched = Throttle(UNMATCHED_EVERY_S, monotonic)
+        self.schemas = Schemas()
         self.sources: list[SourceConfig | LabelSourceConfig] = [*config.sources, *config.labels]
         state = tail_state or {}
         reuse = tailers or {}
@@ -166,11 +170,13 @@ class Reader:
             self.aggregator.reject_too_long(source.name)
             self._log_reject(source.name, block.path, block.first_line, "too_long")
             return
+        columns = self.schemas.columns(block.path) if source.format == "bentoml" else NO_COLUMNS
         if isinstance(source, LabelSourceConfig):
-            rejects = self.aggregator.ingest_labels(source, block.data, block.lines, now, arrival)
+            rejects = self.aggregator.ingest_labels(source, block.data, block.lines, now, arrival,
+                                                    columns)
         else:
             rejects = self.aggregator.ingest_predictions(source, block.data, block.lines, now,
-                                                         arrival)
+                                                         arrival, columns)
         for reject in rejects:
             self._log_reject(source.name, block.path, block.first_line + reject.index,
                              reject.reason.value, reject.detail)
@@ -255,6 +261,7 @@ class Daemon:
         self.catch_up: CatchUp | None = None
         self.server: MetricsServer | None = None
         self.observer: object | None = None
+        self.ingest: Ingest | None = None
 
     # -- phases ------------------------------------------------------------------------
 
@@ -277,6 +284,10 @@ class Daemon:
             raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
         if not os.path.isdir(self.config.state_dir):  # mkdir says "File exists" for a file
             raise StateError(f"state_dir {self.config.state_dir}: not a directory")
+        try:  # before the first scan: each spool's newest segment is already there
+            self.ingest = Ingest(self.config, self.clock)
+        except OSError as exc:
+            raise StateError(f"spool in {self.config.state_dir}: {exc.strerror}") from None
         self._restore()
         assert self.reader is not None
         # Where each file starts (start_at: end) is fixed before we report ready.
@@ -294,7 +305,7 @@ class Daemon:
         try:
             self.server = MetricsServer(self.config.listen_host, self.config.listen_port,
                                         self.exposition.render, self._healthy,
-                                        lambda: self.snapshot is not None)
+                                        lambda: self.snapshot is not None, self.ingest)
         except OSError as exc:
             raise StateError(f"cannot listen on {self.config.listen_host}:"
                              f"{self.config.listen_port}: {exc.strerror}") from None
@@ -351,6 +362,8 @@ class Daemon:
             self.reader.close()
         if self.server is not None:
             self.server.stop()
+        if self.ingest is not None:
+            self.ingest.close()
         log.info("stopped")
 
     # -- signals and messages ----------------------------------------------------------
@@ -477,6 +490,9 @@ class Daemon:
         self.last_durable = self.monotonic()
         self.dirty = False
         self._publish()
+        if self.ingest is not None:
+            reader = self.reader
+            self.ingest.release(lambda name: reader.tailers[name].records())
 
     def _checkpoint(self) -> None:
         """Write if anything changed, else only refresh the published snapshot (idle
@@ -523,6 +539,11 @@ class Daemon:
                 self.config.listen_host, self.config.listen_port, self.config.state_dir):
             log.warning("listen and state_dir changes need a restart; keeping the old ones")
             config = _replace_listen(config, self.config)
+        if config.http_sources != self.config.http_sources:
+            log.warning("http_sources changes need a restart; keeping the old ones")
+            config = replace(config, http_sources=self.config.http_sources, sources=(
+                *(s for s in config.sources if s.format != "kserve"),
+                *(s for s in self.config.sources if s.format == "kserve")))
         assert self.reader is not None
         self.aggregator, dropped = self.aggregator.reconfigure(config)
         self.journal.broken = True  # a new aggregator: its stores record nothing yet

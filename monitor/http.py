@@ -11,6 +11,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from monitor.spool import Ingest
+
 log = logging.getLogger(__name__)
 
 
@@ -27,6 +29,7 @@ class MetricsServer:
         render: Callable[[str | None], tuple[bytes, str]],
         healthy: Callable[[], bool],
         ready: Callable[[], bool],
+        ingest: Ingest | None = None,
     ) -> None:
         routes = {
             "/metrics": self._metrics,
@@ -42,6 +45,31 @@ class MetricsServer:
                     self.send_error(404, "try /metrics, /healthz or /readyz")
                 else:
                     route(self)
+
+            # POST: only the ingest routes of http_sources (spool.py answers them).
+            def do_POST(self) -> None:
+                path = self.path.split("?", 1)[0]
+                limit = ingest.max_body(path) if ingest is not None else None
+                if limit is None:
+                    self.send_error(405 if path in routes else 404)
+                    return
+                length = self.headers.get("Content-Length", "")
+                if not length.isdigit():
+                    self.send_error(411, "Content-Length required")
+                    return
+                if int(length) > limit:
+                    self.close_connection = True  # the body is not read
+                    self.send_error(413, "body larger than max_spool_bytes")
+                    return
+                body = self.rfile.read(int(length))
+                assert ingest is not None
+                answer = ingest.handle(path, {k.lower(): v for k, v in self.headers.items()}, body)
+                self.send_response(answer.status)
+                for key, value in answer.headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
 
             def log_message(self, format: str, *args: object) -> None:
                 log.debug("http %s", format % args)

@@ -170,7 +170,11 @@ def class_index(value: object, classes: Sequence[str]) -> int:
     if isinstance(value, float) and value.is_integer() and 0 <= value < len(classes):
         return int(value)
     if isinstance(value, str):
-        return classes.index(value)
+        if value in classes:
+            return classes.index(value)
+        # A string naming no class may still be an index ("1" from CSV ground truth).
+        if value.isascii() and value.isdigit():
+            return class_index(int(value), classes)
     raise ValueError(value)
 
 
@@ -427,8 +431,8 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
     if not set(map(type, raw)) <= {int, _NONE}:
         names = {name: i for i, name in enumerate(classes)}
         for i, x in enumerate(raw):
-            if type(x) is str:  # a class name
-                raw[i] = names.get(x)
+            if type(x) is str:  # a class name, else a string of digits (an index)
+                raw[i] = names.get(x, int(x) if x.isascii() and x.isdigit() else None)
                 ok[i] &= raw[i] is not None
             elif type(x) is not int and x is not None:
                 ok[i], raw[i] = False, None
