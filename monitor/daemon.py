@@ -139,12 +139,12 @@ class Reader:
             tailer = self.tailers[source.name]
             before = tailer.progress
             for block in tailer.poll(budget):
-                self._ingest(source, block, now, stamp)
+                self.ingest(source, block, now, stamp)
             total += tailer.progress - before
         return total
 
-    def _ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
-                arrival: float) -> None:
+    def ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
+               arrival: float) -> None:
         if block.too_long:
             self.aggregator.reject_too_long(source.name)
             self._log_reject(source.name, block.path, block.first_line, "too_long")

@@ -83,7 +83,8 @@ def model_families(models: tuple[ModelSnapshot, ...]) -> Iterator[Metric]:
         yield family
 
 
-def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
+def line_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """Lines read per source and status, rejections per reason."""
     lines = CounterMetricFamily("drift_monitor_lines", "Lines read, by status",
                                 labels=["source", "status"])
     rejected = CounterMetricFamily("drift_monitor_rejected_lines", "Rejected lines, by reason",
@@ -95,6 +96,10 @@ def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
             rejected.add_metric([s.name, reason], float(n))
     yield lines
     yield rejected
+
+
+def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
+    yield from line_families(snapshot)
     for kind, name, doc, attr in JOIN_METRICS:
         family = kind(name, doc, labels=["model"])
         for j in snapshot.joins:
@@ -177,10 +182,16 @@ def _snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
 EOF = b"# EOF\n"
 
 
-def samples(models: tuple[ModelSnapshot, ...]) -> list[dict]:
-    """The model_drift_* samples as /metrics shows them, for `replay --json`."""
+def replay_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """What replay prints: the model_drift_* families and the line counters."""
+    yield from model_families(snapshot.models)
+    yield from line_families(snapshot)
+
+
+def samples(snapshot: Snapshot) -> list[dict]:
+    """The samples of `replay_families` as /metrics shows them, for `replay --json`."""
     return [
         {"name": s.name, "labels": dict(s.labels), "value": s.value}
-        for family in model_families(models)
+        for family in replay_families(snapshot)
         for s in family.samples
     ]
