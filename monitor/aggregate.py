@@ -23,8 +23,8 @@ from monitor.window import (
     LABELLED,
     LOGLOSS,
     PRED,
-    PROBS,
     CountWindow,
+    Layout,
     TimeWindow,
     label_rows,
     sum_rows,
@@ -47,18 +47,18 @@ class ModelSnapshot:
     js_divergence: Array
     prediction_kl_divergence: Array
     log_loss: Array
+    label_kl_divergence: Array
+    brier_score: Array
+    accuracy: Array
+    expected_calibration_error: Array
     reference_entropy: float
     reference_labels: float
+    reference_log_loss: float
     predictions_total: int
     labels_total: npt.NDArray[np.int64]
     probability_total: Array
+    log_loss_sum_total: float
     last_event_ts: float
-
-
-def log_loss_terms(probs: Array, labels: npt.NDArray[np.int64], epsilon: float) -> Array:
-    """-ln max(p(label), epsilon) per row; 0 where the label is unknown."""
-    p = probs[np.arange(len(labels)), np.maximum(labels, 0)]
-    return np.where(labels >= 0, -np.log(np.maximum(p, epsilon)), 0.0)
 
 
 class ModelState:
@@ -67,6 +67,7 @@ class ModelState:
         self.name = name
         self.config = config
         self.k = k
+        self.layout = Layout(k)
         self.reference = make_reference(config.reference, k)
         self.windows: list[TimeWindow | CountWindow] = [
             TimeWindow(w.duration_s, k) if w.duration_s is not None
@@ -79,6 +80,7 @@ class ModelState:
         self.predictions_total = 0
         self.labels_total = np.zeros(k, dtype=np.int64)
         self.probability_total = np.zeros(k)
+        self.log_loss_sum_total = 0.0
         self.last_event_ts = -math.inf
 
     def advance(self, now: float) -> None:
@@ -103,18 +105,18 @@ class ModelState:
         running = np.maximum.accumulate(np.maximum(batch.ts, max(self.clock, now)))
         late = self.shortest.outside(batch.ts, running) if self.shortest else np.zeros(n, bool)
         self.advance(float(running[-1]))
-        logloss = log_loss_terms(batch.probs, batch.labels, self.config.epsilon)
-        rows = sum_rows(batch.probs, batch.labels, logloss)
+        rows = sum_rows(batch.probs, batch.labels, self.config.epsilon)
         self.reference.add(batch.ts, rows)
         for window in self.windows:
             if isinstance(window, TimeWindow):
                 window.add(batch.ts, rows)
             else:
-                window.add(batch.probs, batch.labels)
+                window.add(batch.ts, batch.probs, batch.labels)
         known = batch.labels[batch.labels >= 0]
         self.predictions_total += n
         self.labels_total += np.bincount(known, minlength=self.k)
-        self.probability_total += rows[:, PROBS:PROBS + self.k].sum(axis=0)
+        self.probability_total += batch.probs.sum(axis=0)
+        self.log_loss_sum_total += float(rows[:, LOGLOSS].sum())
         self.last_event_ts = max(self.last_event_ts, float(batch.ts.max()))
         return late
 
@@ -123,8 +125,7 @@ class ModelState:
         the reference, the counters, and every window that still holds the prediction."""
         if len(joined.labels) == 0:
             return
-        logloss = log_loss_terms(joined.probs, joined.labels, self.config.epsilon)
-        rows = label_rows(joined.labels, logloss, self.k)
+        rows = label_rows(joined.probs, joined.labels, self.config.epsilon)
         self.reference.add(joined.ts, rows)
         for window in self.windows:
             if isinstance(window, TimeWindow):
@@ -132,24 +133,40 @@ class ModelState:
             else:
                 window.set_labels(joined.seq, joined.labels)
         self.labels_total += np.bincount(joined.labels, minlength=self.k)
+        self.log_loss_sum_total += float(rows[:, LOGLOSS].sum())
 
     def snapshot(self, now: float) -> ModelSnapshot:
         self.advance(now)
-        cfg, k = self.config, self.k
+        cfg, lay = self.config, self.layout
         totals = np.array([w.total() for w in self.windows]).reshape(len(self.windows), -1)
         ref = self.reference.total()
         if cfg.reference.prior is not None:
             a = np.asarray(cfg.reference.prior)
         else:
-            a = divergence.normalize_counts(ref[PROBS + k:], cfg.smoothing)
+            a = divergence.normalize_counts(ref[lay.labels], cfg.smoothing)
+        labelled = totals[:, LABELLED]
         with np.errstate(invalid="ignore", divide="ignore"):
-            b = divergence.floor(totals[:, PROBS:PROBS + k] / totals[:, PRED:PRED + 1], cfg.epsilon)
-            b_ref = ref[PROBS:PROBS + k] / ref[PRED]
-            log_loss = totals[:, LOGLOSS] / totals[:, LABELLED]
-        enough = totals[:, PRED] >= max(cfg.min_samples, 1)
+            b = divergence.floor(totals[:, lay.probs] / totals[:, PRED:PRED + 1], cfg.epsilon)
+            b_ref = ref[lay.probs] / ref[PRED]
+            log_loss = totals[:, LOGLOSS] / labelled
+            a_window = divergence.normalize_counts(totals[:, lay.labels], cfg.smoothing)
+            # sum_b (l_b / l) |acc_b - conf_b| = sum_b |correct_b - confidence sum_b| / l
+            gaps = np.abs(totals[:, lay.ece_correct] - totals[:, lay.ece_confidence])
+            ece = gaps.sum(axis=1) / labelled
+            brier = totals[:, lay.brier] / labelled
+            accuracy = totals[:, lay.correct] / labelled
+            reference_log_loss = ref[LOGLOSS] / ref[LABELLED]
+        # Gates: values from the window's predictions need min_samples predictions, values
+        # from its labels min_samples labelled predictions.
+        gate = max(cfg.min_samples, 1)
+        enough = totals[:, PRED] >= gate
+        enough_labels = labelled >= gate
 
         def exported(values: Array) -> Array:
             return np.where(enough, values, np.nan)
+
+        def from_labels(values: Array) -> Array:
+            return np.where(enough_labels, values, np.nan)
 
         return ModelSnapshot(
             name=self.name,
@@ -161,12 +178,18 @@ class ModelState:
             cross_entropy=exported(divergence.cross_entropy(a, b)),
             js_divergence=exported(divergence.js(a, b)),
             prediction_kl_divergence=exported(divergence.kl(b_ref, b)),
-            log_loss=exported(log_loss),
+            log_loss=from_labels(log_loss),
+            label_kl_divergence=from_labels(divergence.kl(a_window, divergence.floor(a, cfg.epsilon))),
+            brier_score=from_labels(brier),
+            accuracy=from_labels(accuracy),
+            expected_calibration_error=from_labels(ece),
             reference_entropy=float(divergence.entropy(a)),
             reference_labels=float(ref[LABELLED]),
+            reference_log_loss=float(reference_log_loss),
             predictions_total=self.predictions_total,
             labels_total=self.labels_total.copy(),
             probability_total=self.probability_total.copy(),
+            log_loss_sum_total=self.log_loss_sum_total,
             last_event_ts=self.last_event_ts,
         )
 
@@ -177,6 +200,7 @@ class ModelState:
             "predictions_total": np.array([self.predictions_total]),
             "labels_total": self.labels_total,
             "probability_total": self.probability_total,
+            "log_loss_sum_total": np.array([self.log_loss_sum_total]),
         }
         out.update({f"reference.{key}": v for key, v in self.reference.state().items()})
         for spec, window in zip(self.config.windows, self.windows):
@@ -189,6 +213,7 @@ class ModelState:
         self.predictions_total = int(state["predictions_total"][0])
         self.labels_total[:] = state["labels_total"]
         self.probability_total[:] = state["probability_total"]
+        self.log_loss_sum_total = float(state["log_loss_sum_total"][0])
         if same_reference:
             self.reference.restore(_prefixed(state, "reference."))
         for spec, window in zip(self.config.windows, self.windows):

@@ -28,6 +28,16 @@ WINDOW_GAUGES = (
      "js_divergence"),
     ("model_drift_log_loss", "Mean -ln p(label) over the labelled predictions in the window",
      "log_loss"),
+    ("model_drift_label_kl_divergence",
+     "KL(A_window || A_ref) in nats: the window's own labels against the reference",
+     "label_kl_divergence"),
+    ("model_drift_brier_score", "Mean Brier score over the labelled predictions in the window",
+     "brier_score"),
+    ("model_drift_accuracy", "Share of the window's labelled predictions whose argmax is the label",
+     "accuracy"),
+    ("model_drift_expected_calibration_error",
+     "Expected calibration error over 10 confidence bins of the window's labelled predictions",
+     "expected_calibration_error"),
     ("model_drift_window_predictions", "Predictions in the window", "window_predictions"),
     ("model_drift_window_labels", "Labelled predictions in the window", "window_labels"),
 )
@@ -36,7 +46,15 @@ MODEL_GAUGES = (
      "reference_entropy"),
     ("model_drift_reference_labels", "Labels in the reference (weighted, for decay)",
      "reference_labels"),
+    ("model_drift_reference_log_loss",
+     "Mean -ln p(label) over the reference's labelled predictions", "reference_log_loss"),
     ("model_drift_last_event_timestamp_seconds", "Newest event time seen", "last_event_ts"),
+)
+MODEL_COUNTERS = (
+    ("model_drift_predictions", "Predictions ingested", "predictions_total"),
+    ("model_drift_log_loss_sum",
+     "Sum of -ln max(p(label), epsilon) over every labelled prediction ingested",
+     "log_loss_sum_total"),
 )
 CLASS_COUNTERS = (
     ("model_drift_labels", "Labels per class", "labels_total"),
@@ -70,11 +88,11 @@ def model_families(models: tuple[ModelSnapshot, ...]) -> Iterator[Metric]:
             if _finite(getattr(m, attr)):
                 family.add_metric([m.name], float(getattr(m, attr)))
         yield family
-    predictions = CounterMetricFamily("model_drift_predictions", "Predictions ingested",
-                                      labels=["model"])
-    for m in models:
-        predictions.add_metric([m.name], float(m.predictions_total))
-    yield predictions
+    for name, doc, attr in MODEL_COUNTERS:
+        counter = CounterMetricFamily(name, doc, labels=["model"])
+        for m in models:
+            counter.add_metric([m.name], float(getattr(m, attr)))
+        yield counter
     for name, doc, attr in CLASS_COUNTERS:
         family = CounterMetricFamily(name, doc, labels=["model", "class"])
         for m in models:

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitor.config import ReferenceSpec
-from monitor.window import TimeWindow, row_width
+from monitor.window import LABELLED, PRED, TimeWindow, row_width
 
 Array = npt.NDArray[np.float64]
 
@@ -39,34 +39,47 @@ class Cumulative:
 
 
 class Decay:
-    """Exponentially weighted sums, held as their value at the clock `anchor`."""
+    """Exponentially weighted sums, held as their value at the clock `anchor`, and the
+    sums of squared weights over predictions and over labelled ones, for the effective
+    sample size (sum w)^2 / (sum w^2)."""
 
     def __init__(self, half_life_s: float, k: int) -> None:
         self.half_life_s = half_life_s
         self.sums = np.zeros(row_width(k))
+        self.squares = np.zeros(2)
         self.anchor: float | None = None
+
+    def weights(self, ts: Array) -> Array:
+        """2^-((T - t)/H) at the clock T = `anchor`."""
+        assert self.anchor is not None
+        return 2.0 ** (-(self.anchor - np.asarray(ts)) / self.half_life_s)
 
     def advance(self, now: float) -> None:
         if self.anchor is None:
             self.anchor = now
         elif now > self.anchor:
-            self.sums *= 2.0 ** (-(now - self.anchor) / self.half_life_s)
+            factor = 2.0 ** (-(now - self.anchor) / self.half_life_s)
+            self.sums *= factor
+            self.squares *= factor * factor
             self.anchor = now
 
     def add(self, ts: Array, rows: Array) -> None:
         if self.anchor is None or len(ts) == 0:
             return
-        weights = 2.0 ** (-(self.anchor - np.asarray(ts)) / self.half_life_s)
+        weights = self.weights(ts)
         self.sums += weights @ rows
+        self.squares += (weights * weights) @ rows[:, [PRED, LABELLED]]
 
     def total(self) -> Array:
         return self.sums.copy()
 
     def state(self) -> dict[str, Array]:
-        return {"sums": self.sums, "anchor": np.array([np.nan if self.anchor is None else self.anchor])}
+        return {"sums": self.sums, "squares": self.squares,
+                "anchor": np.array([np.nan if self.anchor is None else self.anchor])}
 
     def restore(self, state: dict[str, Array]) -> None:
         self.sums[:] = state["sums"]
+        self.squares[:] = state["squares"]
         anchor = float(state["anchor"][0])
         self.anchor = None if np.isnan(anchor) else anchor
 

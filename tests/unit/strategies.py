@@ -99,6 +99,15 @@ class Totals:
         self.logloss = 0.0
         self.probs = np.zeros(k)
         self.labels = np.zeros(k)
+        self.squares = np.zeros(k)
+        self.labelled_probs = np.zeros(k)
+        self.labelled_squares = np.zeros(k)
+        self.logloss_squares = 0.0
+        self.brier = 0.0
+        self.correct = 0.0
+        self.ece_count = np.zeros(10)
+        self.ece_correct = np.zeros(10)
+        self.ece_confidence = np.zeros(10)
 
     @classmethod
     def of(cls, k: int, events: list[tuple[float, np.ndarray, int]], epsilon: float = EPS,
@@ -108,24 +117,41 @@ class Totals:
             w = 1.0 if weights is None else weights[i]
             t.predictions += w
             t.probs += w * probs
+            t.squares += w * probs ** 2
             if label >= 0:
+                loss = -math.log(max(probs[label], epsilon))
+                onehot = np.eye(k)[label]
+                confidence = max(probs)
+                argmax = list(probs).index(confidence)  # the lowest index on ties
+                b = min(math.floor(confidence * 10), 9)
                 t.labelled += w
                 t.labels[label] += w
-                t.logloss += w * -math.log(max(probs[label], epsilon))
+                t.logloss += w * loss
+                t.logloss_squares += w * loss ** 2
+                t.labelled_probs += w * probs
+                t.labelled_squares += w * probs ** 2
+                t.brier += w * float(((probs - onehot) ** 2).sum())
+                t.correct += w * (argmax == label)
+                t.ece_count[b] += w
+                t.ece_correct[b] += w * (argmax == label)
+                t.ece_confidence[b] += w * confidence
         return t
 
     def assert_matches(self, row: np.ndarray, rel: float = 1e-9, abs_: float = 1e-9) -> None:
-        """`row` in window.py's layout: [predictions, labelled, logloss, probs(K), labels(K)]."""
+        """`row` in window.py's layout (see `Layout`)."""
         from pytest import approx
 
-        from monitor.window import LABELLED, LOGLOSS, PRED, PROBS
+        from monitor.window import LABELLED, LOGLOSS, PRED, Layout
 
-        k = self.k
+        lay = Layout(self.k)
+        assert len(row) == lay.width
         assert row[PRED] == approx(self.predictions, rel=rel, abs=abs_)
         assert row[LABELLED] == approx(self.labelled, rel=rel, abs=abs_)
         assert row[LOGLOSS] == approx(self.logloss, rel=rel, abs=abs_)
-        assert row[PROBS:PROBS + k] == approx(self.probs, rel=rel, abs=abs_)
-        assert row[PROBS + k:PROBS + 2 * k] == approx(self.labels, rel=rel, abs=abs_)
+        for name in ("probs", "labels", "squares", "labelled_probs", "labelled_squares",
+                     "logloss_squares", "brier", "correct", "ece_count", "ece_correct",
+                     "ece_confidence"):
+            assert row[getattr(lay, name)] == approx(getattr(self, name), rel=rel, abs=abs_), name
 
 
 def line(**fields: object) -> bytes:

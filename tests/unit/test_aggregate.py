@@ -41,13 +41,44 @@ batches = st.lists(st.lists(
     min_size=1, max_size=15), min_size=1, max_size=5)
 
 
-def expected_metrics(a, window_events, reference_events, min_samples, epsilon):
+LABEL_METRICS = ("log_loss", "label_kl", "brier", "accuracy", "ece")
+PREDICTION_METRICS = ("kl", "ce", "js", "pred_kl")
+
+
+def expected_label_metrics(a, labelled, smoothing, epsilon):
+    """DESIGN.md's window-label values from raw (probs, label) pairs, with numpy/scipy."""
+    probs = np.array([p for p, _ in labelled])
+    y = np.array([label for _, label in labelled])
+    k = len(a)
+    counts = np.bincount(y, minlength=k) + smoothing
+    a_ref = np.maximum(a, epsilon) / np.maximum(a, epsilon).sum()
+    onehot = np.eye(k)[y]
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y  # numpy's argmax: the first maximum
+    bins = np.minimum(np.floor(confidence * 10), 9)
+    ece = sum(np.mean(bins == b) * abs(correct[bins == b].mean() - confidence[bins == b].mean())
+              for b in range(10) if (bins == b).any())
+    return {
+        "log_loss": np.mean(-np.log(np.maximum(probs[np.arange(len(y)), y], epsilon))),
+        "label_kl": scipy.stats.entropy(counts / counts.sum(), a_ref) if np.isfinite(a).all()
+        else math.nan,
+        "brier": np.mean(((probs - onehot) ** 2).sum(axis=1)),
+        "accuracy": np.mean(correct),
+        "ece": ece,
+    }
+
+
+def expected_metrics(a, window_events, reference_events, min_samples, epsilon, smoothing=0.0):
     """DESIGN.md's definitions, computed here with numpy and scipy from raw events."""
     n = len(window_events)
     labelled = [(p, label) for _, p, label in window_events if label >= 0]
     out = {"predictions": n, "labels": len(labelled)}
+    if len(labelled) < max(min_samples, 1):
+        out |= dict.fromkeys(LABEL_METRICS, math.nan)
+    else:
+        out |= expected_label_metrics(a, labelled, smoothing, epsilon)
     if n < max(min_samples, 1):
-        return out | dict.fromkeys(("kl", "ce", "js", "pred_kl", "log_loss"), math.nan)
+        return out | dict.fromkeys(PREDICTION_METRICS, math.nan)
     b = np.mean([p for _, p, _ in window_events], axis=0)
     b = np.maximum(b, epsilon)
     b = b / b.sum()
@@ -57,8 +88,6 @@ def expected_metrics(a, window_events, reference_events, min_samples, epsilon):
         else math.nan
     out["js"] = scipy.spatial.distance.jensenshannon(a, b) ** 2 if np.isfinite(a).all() else math.nan
     out["pred_kl"] = scipy.stats.entropy(b_ref, b)
-    out["log_loss"] = (np.mean([-math.log(max(p[label], epsilon)) for p, label in labelled])
-                       if labelled else math.nan)
     return out
 
 
@@ -100,36 +129,51 @@ def test_snapshot_equals_an_independent_numpy_computation(batches_, min_samples,
     assert snapshot.probability_total == approx(np.sum([p for _, p, _ in seen], axis=0))
     assert snapshot.last_event_ts == max(e[0] for e in seen)
     assert snapshot.windows == ("60s", "300s", f"count:{count}")
+    losses = [-math.log(max(p[label], EPS)) for _, p, label in seen if label >= 0]
+    assert snapshot.log_loss_sum_total == approx(sum(losses), rel=1e-12, abs=1e-12)
+    assert same(snapshot.reference_log_loss, np.mean(losses) if losses else math.nan)
 
     for i, spec in enumerate(config.windows):
         if spec.duration_s is None:
             inside = seen[-count:]
         else:
             inside = [e for e in seen if in_time_window(e[0], now, spec.duration_s)]
-        want = expected_metrics(a, inside, seen, min_samples, EPS)
+        want = expected_metrics(a, inside, seen, min_samples, EPS, smoothing)
         assert snapshot.window_predictions[i] == want["predictions"]
         assert snapshot.window_labels[i] == want["labels"]
         for name, got in (("kl", snapshot.kl_divergence), ("ce", snapshot.cross_entropy),
                           ("js", snapshot.js_divergence),
                           ("pred_kl", snapshot.prediction_kl_divergence),
-                          ("log_loss", snapshot.log_loss)):
+                          ("log_loss", snapshot.log_loss),
+                          ("label_kl", snapshot.label_kl_divergence),
+                          ("brier", snapshot.brier_score), ("accuracy", snapshot.accuracy),
+                          ("ece", snapshot.expected_calibration_error)):
             assert same(float(got[i]), float(want[name])), (spec.name, name, got[i], want[name])
 
 
-def test_min_samples_hides_divergences_but_not_counts():
+def test_min_samples_gates_prediction_values_on_predictions_and_label_values_on_labels():
     model = ModelState("m", model_config(windows=(time_window(300.0),), min_samples=3))
     model.ingest(predictions([10.0, 11.0], [[0.2, 0.3, 0.5]] * 2, [0, 2]), now=11.0)
     below = model.snapshot(11.0)
     assert below.window_predictions[0] == 2 and below.window_labels[0] == 2
-    for values in (below.kl_divergence, below.cross_entropy, below.js_divergence,
-                   below.prediction_kl_divergence, below.log_loss):
-        assert math.isnan(values[0])
+    prediction_values = ("kl_divergence", "cross_entropy", "js_divergence",
+                         "prediction_kl_divergence")
+    label_values = ("log_loss", "label_kl_divergence", "brier_score", "accuracy",
+                    "expected_calibration_error")
+    for name in prediction_values + label_values:
+        assert math.isnan(getattr(below, name)[0]), name
     assert below.reference_entropy == approx(math.log(2))  # the reference is not a window
     model.ingest(predictions([12.0], [[0.2, 0.3, 0.5]], [-1]), now=12.0)
-    at = model.snapshot(12.0)
-    assert at.window_predictions[0] == 3
-    assert all(math.isfinite(v[0]) for v in (at.kl_divergence, at.cross_entropy, at.js_divergence,
-                                             at.prediction_kl_divergence, at.log_loss))
+    three_predictions = model.snapshot(12.0)
+    assert three_predictions.window_predictions[0] == 3
+    for name in prediction_values:
+        assert math.isfinite(getattr(three_predictions, name)[0]), name
+    for name in label_values:  # still 2 labels: v0.1 exported log loss here
+        assert math.isnan(getattr(three_predictions, name)[0]), name
+    model.ingest(predictions([13.0], [[0.2, 0.3, 0.5]], [1]), now=13.0)
+    three_labels = model.snapshot(13.0)
+    for name in prediction_values + label_values:
+        assert math.isfinite(getattr(three_labels, name)[0]), name
 
 
 def test_before_any_label_the_label_divergences_are_not_exported():
@@ -374,3 +418,55 @@ def test_a_count_window_added_by_a_reload_puts_later_joins_on_the_right_rows():
     count = snap.windows.index("count:10")
     assert snap.window_labels[count] == 1
     assert snap.log_loss[count] == pytest.approx(-np.log(0.9))
+
+
+def test_accuracy_takes_the_lowest_index_on_ties_and_ece_bins_confidences_on_their_edges():
+    """Hand-computed from DESIGN.md: bin = min(floor(conf * 10), 9) in float64, so 0.4,
+    0.5 and 0.6 open their bins, 0.7 * 10 = 7.000000000000001 is bin 7, 1.0 is bin 9."""
+    probs = [[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [0.4, 0.3, 0.3], [1.0, 0.0, 0.0],
+             [0.3, 0.7, 0.0], [0.2, 0.2, 0.6]]
+    labels = [0, 1, 2, 0, 1, 0]
+    model = ModelState("m", model_config(windows=(time_window(300.0), count_window(10)),
+                                         min_samples=6))
+    model.ingest(predictions([float(i) for i in range(6)], probs, labels), now=6.0)
+    snapshot = model.snapshot(6.0)
+    for i in range(2):
+        assert snapshot.accuracy[i] == approx(3 / 6, abs=1e-12)  # [.5, .5] predicts class 0
+        assert snapshot.expected_calibration_error[i] == approx((0.4 + 0.3 + 0.6) / 6, abs=1e-12)
+        assert snapshot.brier_score[i] == approx((0.5 + 0.5 + 0.74 + 0.0 + 0.18 + 1.04) / 6,
+                                                 abs=1e-12)
+    labelled = list(zip(np.array(probs), labels))
+    want = expected_label_metrics(np.array([2, 2, 1]) / 5, labelled, 0.0, EPS)
+    assert snapshot.expected_calibration_error[0] == approx(want["ece"], abs=1e-12)
+
+
+def test_joined_labels_count_in_the_label_metrics_and_the_log_loss_counter_with_their_probs():
+    cfg = build_config({
+        "sources": [{"name": "s", "path": "/logs/p.jsonl", "model": "m"}],
+        "labels": [{"name": "l", "path": "/logs/l.jsonl", "model": "m"}],
+        "models": {"m": {"classes": ["a", "b", "c"], "windows": ["1h", {"count": 50}],
+                         "min_samples": 1}}})
+    aggregator = Aggregator(cfg)
+    rng = np.random.default_rng(7)
+    probs = rng.dirichlet(np.ones(3), size=40).round(6)
+    probs[:, -1] = 1.0 - probs[:, :-1].sum(axis=1)
+    ingest_predictions(aggregator, cfg.sources[0], [
+        line(ts=100.0 + i, id=f"r{i}", probs=p.tolist(), **({"label": int(i % 3)} if i < 10 else {}))
+        for i, p in enumerate(probs)], now=140.0)
+    joined = {i: int(rng.integers(3)) for i in range(10, 40, 2)}
+    ingest_labels(aggregator, cfg.labels[0], [line(id=f"r{i}", label=y) for i, y in joined.items()],
+                  now=150.0)
+    snapshot = aggregator.snapshot(150.0).models[0]
+    pairs = [(probs[i], i % 3) for i in range(10)] + [(probs[i], y) for i, y in joined.items()]
+    losses = [-math.log(max(p[y], EPS)) for p, y in pairs]
+    assert snapshot.log_loss_sum_total == approx(sum(losses), rel=1e-12)
+    assert snapshot.reference_log_loss == approx(np.mean(losses), rel=1e-12)
+    a = np.bincount([y for _, y in pairs], minlength=3) / len(pairs)
+    want = expected_label_metrics(a, pairs, 0.0, EPS)
+    for i in range(2):  # the time window and the count window
+        assert snapshot.window_labels[i] == len(pairs)
+        assert snapshot.log_loss[i] == approx(want["log_loss"], rel=1e-12)
+        assert snapshot.brier_score[i] == approx(want["brier"], rel=1e-12)
+        assert snapshot.accuracy[i] == approx(want["accuracy"], rel=1e-12)
+        assert snapshot.expected_calibration_error[i] == approx(want["ece"], rel=1e-12, abs=1e-15)
+        assert snapshot.label_kl_divergence[i] == approx(0.0, abs=1e-12)
