@@ -6,7 +6,7 @@ minute (the model starts predicting fraud far more often than it happens), and m
 rules and sends to a real Alertmanager on loopback; ModelOutputShift must reach it for
 fraud's 5m window, and nothing for steady.
 
-The shipped rules wait `for: 5m` before firing. This test rewrites a copy of
+The shipped rules wait `for: 10m` before firing. This test rewrites a copy of
 deploy/prometheus/rules/alerts.yml with `for: 2s` on ModelOutputShift only; its expression,
 thresholds and sample guard are the shipped ones, and every other alert is unchanged.
 """
