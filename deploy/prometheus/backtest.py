@@ -66,12 +66,14 @@ class Rule:
     expr: str
     for_s: float
     interval_s: float
+    labels: tuple[tuple[str, str], ...]  # the rule's own labels, added to every alert
 
 
 def alert_rules(path: Path, default_interval_s: float) -> list[Rule]:
     groups = yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]
     return [Rule(rule["alert"], rule["expr"], duration_s(rule.get("for", "0s")),
-                 duration_s(group["interval"]) if "interval" in group else default_interval_s)
+                 duration_s(group["interval"]) if "interval" in group else default_interval_s,
+                 tuple(sorted(rule.get("labels", {}).items())))
             for group in groups for rule in group["rules"] if "alert" in rule]
 
 
@@ -143,7 +145,9 @@ def backtest(prometheus: Prometheus, rules: Iterable[Rule], start: float,
         for i in range(0, len(evaluations), MAX_POINTS):
             chunk = evaluations[i:i + MAX_POINTS]
             for series in prometheus.query_range(rule.expr, chunk[0], chunk[-1], rule.interval_s):
-                key = tuple(sorted(series["metric"].items()))
+                # An alert's labels: the series' without its name, and the rule's.
+                labels = {k: v for k, v in series["metric"].items() if k != "__name__"}
+                key = tuple(sorted({**labels, **dict(rule.labels)}.items()))
                 present.setdefault(key, set()).update(_ms(float(t)) for t, _ in series["values"])
         out.extend(firings(rule.alert, rule.for_s, present, evaluations))
     return sorted(out, key=lambda f: (f.start, f.alert, sorted(f.labels.items())))
