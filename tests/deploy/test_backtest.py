@@ -53,7 +53,7 @@ def test_prometheus_durations(text, seconds):
 def test_script_prints_when_an_alert_would_have_fired_on_backfilled_history(harness: Harness,
                                                                              tmp_path):
     # A gauge above 1 from minute 10 to minute 40 of an hour of history, sampled each minute.
-    start = 1_790_000_000
+    start = 1_790_000_040  # a multiple of the 1m evaluation interval
     om = tmp_path / "history.om"
     om.write_text("# TYPE level gauge\n" + "".join(
         f'level{{job="drift-monitor",instance="x"}} {2 if 10 <= i < 40 else 0} {start + 60 * i}\n'
