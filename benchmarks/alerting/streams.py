@@ -110,9 +110,8 @@ def class_mix(scenario: Scenario, ts: npt.NDArray[np.float64]) -> npt.NDArray[np
     if scenario.cycle:
         sign = np.where(np.arange(K) < K // 2, 1.0, -1.0)
         mix *= 1.0 + scenario.cycle * sign[None, :] * np.sin(2 * math.pi * ts / DAY_S)[:, None]
-    if scenario.kind == "label":
-        drifted = ts >= scenario.drift_at
-        mix[drifted, 0] *= LABEL_FACTOR
+    if scenario.kind == "label" and scenario.drift_at is not None:
+        mix[ts >= scenario.drift_at, 0] *= LABEL_FACTOR
     return mix / mix.sum(axis=1, keepdims=True)
 
 
