@@ -223,6 +223,9 @@ class OpenMetricsBook:
     def __init__(self, instance: str) -> None:
         self.target = f'job="drift-monitor",instance="{_escape(instance)}"'
         self.families: dict[str, _Family] = {}
+        # (sample name, label pairs) -> its (timestamps, values), so that each step only
+        # looks its series up instead of formatting its labels again
+        self.known: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[array, array]] = {}
 
     def add(self, t: float, families: Iterable[Metric]) -> None:
         for metric in families:
@@ -231,11 +234,15 @@ class OpenMetricsBook:
                 family = self.families[metric.name] = _Family(metric.type, metric.documentation,
                                                               {})
             for s in metric.samples:
-                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in s.labels.items())
-                key = (s.name, f"{labels},{self.target}" if labels else self.target)
-                stamps, values = family.series.setdefault(key, (array("d"), array("d")))
-                stamps.append(t)
-                values.append(s.value)
+                pairs = tuple(s.labels.items())
+                series = self.known.get((s.name, pairs))
+                if series is None:
+                    labels = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+                    key = (s.name, f"{labels},{self.target}" if labels else self.target)
+                    series = self.known[(s.name, pairs)] = family.series[key] = (array("d"),
+                                                                                array("d"))
+                series[0].append(t)
+                series[1].append(s.value)
 
     def write(self, out: TextIO) -> None:
         for name, family in self.families.items():
