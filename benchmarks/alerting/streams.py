@@ -165,7 +165,7 @@ def config(scenario: Scenario, paths: dict[str, Path]) -> dict:
     """The drift-monitor config a user would write for this model."""
     cfg: dict = {
         "sources": [{"name": "predictions", "path": str(paths["predictions"]), "model": "digits"}],
-        "models": {"digits": {"classes": [str(k) for k in range(K)], "windows": ["15m", "1h"],
+        "models": {"digits": {"classes": [str(k) for k in range(K)], "windows": ["15m", "30m", "1h"],
                               "min_samples": 100}},
     }
     if "labels" in paths:
