@@ -142,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--volume", type=int, action="append",
                         help="predictions per day (repeatable; default 50000 and 500000)")
+    parser.add_argument("--only", action="append", metavar="NAME_PART",
+                        help="only the streams whose name contains this (repeatable)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir)")
     args = parser.parse_args(argv)
-    chosen = scenarios(args.volume or [50_000, 500_000], args.seed)
+    chosen = [s for s in scenarios(args.volume or [50_000, 500_000], args.seed)
+              if args.only is None or any(part in s.name for part in args.only)]
     if args.keep is not None:
         outcomes = measure(chosen, args.keep)
     else:
