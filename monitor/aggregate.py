@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor import divergence
+from monitor import divergence, stats
 from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
 from monitor.decode import BlockDecoder
 from monitor.join import Joined, JoinStore
 from monitor.parse import Predictions, Reason, Reject, parse_labels, parse_predictions
-from monitor.reference import make_reference
+from monitor.reference import Decay, make_reference
 from monitor.window import (
     LABELLED,
     LOGLOSS,
@@ -51,6 +51,10 @@ class ModelSnapshot:
     brier_score: Array
     accuracy: Array
     expected_calibration_error: Array
+    label_shift_pvalue: Array
+    prediction_shift_pvalue: Array
+    log_loss_shift_pvalue: Array
+    calibration_pvalue: Array
     reference_entropy: float
     reference_labels: float
     reference_log_loss: float
@@ -168,6 +172,9 @@ class ModelState:
         def from_labels(values: Array) -> Array:
             return np.where(enough_labels, values, np.nan)
 
+        pvalues = np.array([self._pvalues(w, t) for w, t in zip(self.windows, totals)])
+        pvalues = pvalues.reshape(len(self.windows), 4)
+
         return ModelSnapshot(
             name=self.name,
             classes=cfg.classes,
@@ -183,6 +190,10 @@ class ModelState:
             brier_score=from_labels(brier),
             accuracy=from_labels(accuracy),
             expected_calibration_error=from_labels(ece),
+            label_shift_pvalue=from_labels(pvalues[:, 0]),
+            prediction_shift_pvalue=exported(pvalues[:, 1]),
+            log_loss_shift_pvalue=from_labels(pvalues[:, 2]),
+            calibration_pvalue=from_labels(pvalues[:, 3]),
             reference_entropy=float(divergence.entropy(a)),
             reference_labels=float(ref[LABELLED]),
             reference_log_loss=float(reference_log_loss),
@@ -192,6 +203,62 @@ class ModelState:
             log_loss_sum_total=self.log_loss_sum_total,
             last_event_ts=self.last_event_ts,
         )
+
+    def _rest(self, window: TimeWindow | CountWindow, total: Array) -> Array | None:
+        """The reference's sums over what is *not* in this window, as plain counts (a
+        decayed reference counts as its effective sample size (sum w)^2 / (sum w^2), the
+        per-prediction and the labelled columns each by their own); None when the window
+        covers the reference. Tests of the window against the reference use this, not the
+        reference itself: a reference that holds the window's own events would make the
+        window look like it and hide drift, and make the p-values wrong."""
+        reference, lay = self.reference, self.layout
+        if isinstance(reference, Decay):
+            if reference.anchor is None:
+                return None
+            overlap, squares = window.weighted_total(reference.weights)
+            rest = np.maximum(reference.total() - overlap, 0.0)
+            squares = np.maximum(reference.squares - squares, 0.0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scale = np.nan_to_num(rest[[PRED, LABELLED]] / squares, posinf=0.0)
+            scaled = rest * scale[1]
+            scaled[lay.per_prediction] = rest[lay.per_prediction] * scale[0]
+            return scaled
+        if isinstance(reference, TimeWindow):
+            if isinstance(window, CountWindow):
+                clock = self.clock
+                total, _ = window.weighted_total(
+                    lambda ts: (~reference.outside(ts, clock)).astype(np.float64))
+            elif window.start() < reference.start():
+                return None  # the reference lies inside the window: nothing is outside it
+        # Every event of a window inside the reference is also in the reference.
+        return np.maximum(reference.total() - total, 0.0)
+
+    def _pvalues(self, window: TimeWindow | CountWindow, total: Array) -> tuple[float, ...]:
+        """label shift, prediction shift, log-loss shift and calibration p-values of one
+        window (NaN where undefined); gates are applied by the caller."""
+        cfg, lay = self.config, self.layout
+        n, labelled = total[PRED], total[LABELLED]
+        observed = total[lay.labels]
+        rest = self._rest(window, total)
+        label = prediction = logloss = math.nan
+        if labelled > 0 and cfg.reference.prior is not None:
+            label = stats.label_shift_static(observed, np.asarray(cfg.reference.prior))
+        if rest is not None:
+            r_n, r_l = rest[PRED], rest[LABELLED]
+            if labelled > 0 and r_l >= 1 and cfg.reference.prior is None:
+                label = float(stats.label_shift_against(observed, rest[lay.labels]))
+            if n > 0 and r_n >= 1:
+                prediction = float(stats.mean_shift(n, total[lay.probs], total[lay.squares],
+                                                    r_n, rest[lay.probs], rest[lay.squares]))
+            if labelled > 0 and r_l >= 1:
+                logloss = float(stats.mean_excess(
+                    labelled, total[LOGLOSS], total[lay.logloss_squares], r_l, rest[LOGLOSS],
+                    rest[lay.logloss_squares], -math.log(cfg.epsilon)))
+        calibration = math.nan
+        if labelled > 0:
+            calibration = float(stats.calibration(observed, total[lay.labelled_probs],
+                                                  total[lay.labelled_squares]))
+        return label, prediction, logloss, calibration
 
     def state(self) -> dict[str, Array]:
         """Arrays that restore this model exactly (for the checkpoint)."""

@@ -210,7 +210,7 @@ class TimeWindow:
             return np.zeros(self.sums.shape[1]), np.zeros(2)
         n = len(self.sums)
         numbers = np.arange(self.head - n + 1, self.head + 1)
-        w = weights((numbers + 0.5) * self.bucket_s)
+        w = weights((numbers + 0.5).astype(np.float64) * self.bucket_s)
         rows = self.sums[numbers % n]
         return w @ rows, (w * w) @ rows[:, [PRED, LABELLED]]
 
