@@ -185,3 +185,10 @@ def test_table_never_prints_a_negative_zero(tmp_path):
     assert "reference entropy 0.000000 nats" in out.stdout
     assert "-0.000000" not in out.stdout
     assert "min_samples" not in out.stdout  # no dashes, no note
+
+
+def test_demo_prints_the_table_replay_prints(tmp_path):
+    """demo and replay share the table (and demo no longer imports the CLI)."""
+    out = run_cli("demo", "--duration", "5", "--port", "0", timeout_s=60)
+    assert out.returncode == 0, out.stderr
+    assert "model  window" in out.stdout and "fraud: reference entropy" in out.stdout
