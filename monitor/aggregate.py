@@ -204,7 +204,7 @@ class ModelState:
             last_event_ts=self.last_event_ts,
         )
 
-    def _rest(self, window: TimeWindow | CountWindow, total: Array) -> Array | None:
+    def reference_rest(self, window: TimeWindow | CountWindow, total: Array) -> Array | None:
         """The reference's sums over what is *not* in this window, as plain counts (a
         decayed reference counts as its effective sample size (sum w)^2 / (sum w^2), the
         per-prediction and the labelled columns each by their own); None when the window
@@ -239,7 +239,7 @@ class ModelState:
         cfg, lay = self.config, self.layout
         n, labelled = total[PRED], total[LABELLED]
         observed = total[lay.labels]
-        rest = self._rest(window, total)
+        rest = self.reference_rest(window, total)
         label = prediction = logloss = math.nan
         if labelled > 0 and cfg.reference.prior is not None:
             label = stats.label_shift_static(observed, np.asarray(cfg.reference.prior))

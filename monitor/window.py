@@ -204,15 +204,20 @@ class TimeWindow:
         return self.sums.sum(axis=0)
 
     def weighted_total(self, weights: Callable[[Array], Array]) -> tuple[Array, Array]:
-        """Sum of the rows weighted by `weights(t)`, t each bucket's middle, and the sums
-        of squared weights over predictions and over labelled ones."""
+        """Sum of the rows weighted by `weights(t)` (non-decreasing in t), and the sums of
+        squared weights over predictions and over labelled ones. A bucket does not know its
+        events' times: its sums take the weight at its end and its squares the weight at
+        its start, so what is left when these are subtracted from a decayed reference has
+        no more weight, and no fewer squares, than it really has (a smaller effective
+        sample size, never a larger one)."""
         if self.head is None:
             return np.zeros(self.sums.shape[1]), np.zeros(2)
         n = len(self.sums)
-        numbers = np.arange(self.head - n + 1, self.head + 1)
-        w = weights((numbers + 0.5).astype(np.float64) * self.bucket_s)
-        rows = self.sums[numbers % n]
-        return w @ rows, (w * w) @ rows[:, [PRED, LABELLED]]
+        numbers = np.arange(self.head - n + 1, self.head + 1).astype(np.float64)
+        rows = self.sums[numbers.astype(np.int64) % n]
+        start = weights(numbers * self.bucket_s)
+        end = weights((numbers + 1.0) * self.bucket_s)
+        return end @ rows, (start * start) @ rows[:, [PRED, LABELLED]]
 
     def state(self) -> dict[str, Array]:
         return {"sums": self.sums, "head": np.array([-1 if self.head is None else self.head])}

@@ -470,3 +470,99 @@ def test_joined_labels_count_in_the_label_metrics_and_the_log_loss_counter_with_
         assert snapshot.accuracy[i] == approx(want["accuracy"], rel=1e-12)
         assert snapshot.expected_calibration_error[i] == approx(want["ece"], rel=1e-12, abs=1e-15)
         assert snapshot.label_kl_divergence[i] == approx(0.0, abs=1e-12)
+
+
+REST_EVENTS = st.lists(st.tuples(st.floats(-900.0, 0.0), distributions(K), st.integers(-1, K - 1)),
+                       min_size=1, max_size=40)
+
+
+@pytest.mark.parametrize("reference", [
+    ReferenceSpec("cumulative"), ReferenceSpec("static", prior=PRIOR),
+    ReferenceSpec("window", duration_s=600.0), ReferenceSpec("decay", half_life_s=300.0)])
+@SLOW
+@given(REST_EVENTS, st.integers(1, 12))
+def test_reference_rest_is_the_reference_without_the_windows_own_events(reference, events_, count):
+    """What each window is tested against: the events of the reference scope that are not
+    in the window, decayed ones counted at their effective sample size."""
+    from monitor.window import LABELLED, PRED, Layout
+
+    from .strategies import Totals
+
+    config = model_config(windows=(time_window(60.0), time_window(300.0), count_window(count),
+                                   time_window(1200.0)), reference=reference)
+    model = ModelState("m", config)
+    clock = 10_000.0
+    seen = [(clock + offset, p, label) for offset, p, label in events_]
+    model.ingest(predictions(*zip(*seen)), clock)
+    lay = Layout(K)
+    for spec, window in zip(config.windows, model.windows):
+        if spec.duration_s is None:
+            mine = set(range(len(seen))[-count:])
+        else:
+            mine = {j for j, e in enumerate(seen) if in_time_window(e[0], clock, spec.duration_s)}
+        rest = model.reference_rest(window, window.total())
+        if reference.kind == "window":
+            scope = {j for j, e in enumerate(seen) if in_time_window(e[0], clock, 600.0)}
+            if spec.duration_s == 1200.0:
+                assert rest is None  # the reference lies inside this window
+                continue
+        else:
+            scope = set(range(len(seen)))
+        others = [seen[j] for j in sorted(scope - mine)]
+        assert rest is not None
+        if reference.kind != "decay":
+            Totals.of(K, others).assert_matches(rest)
+            continue
+        weights = [2.0 ** (-(clock - e[0]) / 300.0) for e in others]
+        want = Totals.of(K, others, weights=weights)
+        labelled_w = [w for w, e in zip(weights, others) if e[2] >= 0]
+        ess = sum(weights) ** 2 / sum(w * w for w in weights) if weights else 0.0
+        ess_l = sum(labelled_w) ** 2 / sum(w * w for w in labelled_w) if labelled_w else 0.0
+        if spec.duration_s is None:  # count windows know each event's time: exact
+            assert rest[PRED] == approx(ess, rel=1e-9, abs=1e-9)
+            assert rest[LABELLED] == approx(ess_l, rel=1e-9, abs=1e-9)
+            scale = sum(weights) / sum(w * w for w in weights) if weights else 0.0
+            assert rest[lay.probs] == approx(want.probs * scale, rel=1e-9, abs=1e-9)
+        else:  # time windows: never a larger effective sample size than the truth
+            assert rest[PRED] <= ess * (1 + 1e-9) + 1e-9
+            assert rest[LABELLED] <= ess_l * (1 + 1e-9) + 1e-9
+            # short by at most the weight change over one bucket per window event, in the
+            # sum and in the squares, relative to what is left of each
+            if weights:
+                delta = 2 * (2.0 ** (spec.duration_s / 60 / 300.0) - 1) * len(mine)
+                slack = 2 * delta / sum(weights) + delta / sum(w * w for w in weights)
+                assert rest[PRED] >= ess * (1 - slack) - 1e-9
+
+
+def test_static_label_shift_through_the_model_is_scipys_g_test_and_gated_on_labels():
+    prior = (0.5, 0.3, 0.2)
+    model = ModelState("m", model_config(windows=(time_window(300.0),), min_samples=50,
+                                         reference=ReferenceSpec("static", prior=prior)))
+    rng = np.random.default_rng(2)
+    labels = rng.choice(3, size=60, p=[0.4, 0.3, 0.3])
+    probs = rng.dirichlet(np.ones(3), size=60)
+    older = rng.dirichlet(np.ones(3), size=200)  # in the reference scope, not in the window
+    model.ingest(predictions(list(np.linspace(-2000, -1000, 200)), older,
+                             list(rng.choice(3, size=200))), now=-1000.0)
+    model.ingest(predictions(list(np.linspace(0, 10, 60)), probs, [-1] * 20 + list(labels[20:])),
+                 now=10.0)
+    assert math.isnan(model.snapshot(10.0).label_shift_pvalue[0])  # 40 labels < 50
+    assert math.isfinite(model.snapshot(10.0).prediction_shift_pvalue[0])
+    model.ingest(predictions([10.0] * 20, probs[:20], list(labels[:20])), now=10.0)
+    snapshot = model.snapshot(10.0)
+    observed = np.bincount(labels, minlength=3)
+    want = scipy.stats.power_divergence(observed, 60 * np.array(prior), lambda_="log-likelihood")
+    assert snapshot.label_shift_pvalue[0] == approx(want.pvalue, rel=1e-9)
+    for name in ("log_loss_shift_pvalue", "calibration_pvalue", "prediction_shift_pvalue"):
+        value = getattr(snapshot, name)[0]
+        assert 0.0 <= value <= 1.0, name
+
+
+def test_a_window_equal_to_its_reference_has_no_shift_pvalues_but_a_calibration_one():
+    model = ModelState("m", model_config(windows=(time_window(600.0),), min_samples=1,
+                                         reference=ReferenceSpec("window", duration_s=600.0)))
+    model.ingest(predictions([1.0, 2.0, 3.0], [[0.2, 0.3, 0.5]] * 3, [0, 1, 2]), now=3.0)
+    snapshot = model.snapshot(3.0)
+    for name in ("label_shift_pvalue", "prediction_shift_pvalue", "log_loss_shift_pvalue"):
+        assert math.isnan(getattr(snapshot, name)[0]), name
+    assert 0.0 <= snapshot.calibration_pvalue[0] <= 1.0

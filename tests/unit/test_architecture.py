@@ -13,7 +13,7 @@ import pytest
 import monitor
 
 PACKAGE = Path(monitor.__file__).parent
-CORE = ("parse", "join", "window", "reference", "divergence", "aggregate")
+CORE = ("parse", "join", "window", "reference", "divergence", "stats", "aggregate")
 # decode.py is parse's fast path (part of the parse stage); msgspec and simdjson are its
 # declared, measured dependencies and may be used there only.
 THIRD_PARTY = {"numpy": set(CORE) | {"decode"}, "msgspec": {"decode"}, "simdjson": {"decode"}}
