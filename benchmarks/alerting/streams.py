@@ -9,7 +9,7 @@ logs the model's predicted probabilities for it, as a model server would. Kinds:
 - steady: the same class mix all along (uniform, as the data set).
 - cycle: the class mix follows a day-night cycle: classes 0-4 up to +-`cycle` of their
   share, classes 5-9 the opposite way (every class at the limit: the worst such cycle).
-- label: from noon, class 0 is three times as frequent (a prior shift; the model's
+- label: from noon, class 0's share triples, 10 % -> 30 % (a prior shift; the model's
   outputs follow, as they should).
 - covariate_half / covariate_all: from noon, half (all) of the images arrive at 30 % of
   their intensity (a sensor gain drop): the outputs move, the class mix does not.
@@ -110,9 +110,14 @@ def class_mix(scenario: Scenario, ts: npt.NDArray[np.float64]) -> npt.NDArray[np
     if scenario.cycle:
         sign = np.where(np.arange(K) < K // 2, 1.0, -1.0)
         mix *= 1.0 + scenario.cycle * sign[None, :] * np.sin(2 * math.pi * ts / DAY_S)[:, None]
+    mix /= mix.sum(axis=1, keepdims=True)
     if scenario.kind == "label" and scenario.drift_at is not None:
-        mix[ts >= scenario.drift_at, 0] *= LABEL_FACTOR
-    return mix / mix.sum(axis=1, keepdims=True)
+        # Class 0's share triples (0.1 -> 0.3); the others keep their proportions.
+        drifted = ts >= scenario.drift_at
+        share = mix[drifted, 0]
+        mix[drifted, 1:] *= ((1 - LABEL_FACTOR * share) / (1 - share))[:, None]
+        mix[drifted, 0] = LABEL_FACTOR * share
+    return mix
 
 
 def write(scenario: Scenario, folder: Path) -> dict[str, Path]:
