@@ -20,6 +20,7 @@ from monitor.join import Joined, JoinStore
 from monitor.parse import Predictions, Reason, Reject, parse_labels, parse_predictions
 from monitor.reference import Decay, make_reference
 from monitor.window import (
+    BLOCK_LOGLOSS,
     LABELLED,
     LOGLOSS,
     PRED,
@@ -27,7 +28,7 @@ from monitor.window import (
     Layout,
     TimeWindow,
     label_rows,
-    sum_rows,
+    prediction_rows,
 )
 
 Array = npt.NDArray[np.float64]
@@ -109,18 +110,22 @@ class ModelState:
         running = np.maximum.accumulate(np.maximum(batch.ts, max(self.clock, now)))
         late = self.shortest.outside(batch.ts, running) if self.shortest else np.zeros(n, bool)
         self.advance(float(running[-1]))
-        rows = sum_rows(batch.probs, batch.labels, self.config.epsilon)
-        self.reference.add(batch.ts, rows)
+        # Two blocks: the per-prediction columns for every row, the labelled columns for
+        # the labelled rows only (most rows are unlabelled; their labelled sums are 0).
+        rows = prediction_rows(batch.probs)
+        known = np.flatnonzero(batch.labels >= 0)
+        labelled = label_rows(batch.probs[known], batch.labels[known], self.config.epsilon)
+        for target in (self.reference, *self.time_windows):
+            target.add(batch.ts, rows, self.layout.per_prediction)
+            target.add(batch.ts[known], labelled, self.layout.labelled)
         for window in self.windows:
-            if isinstance(window, TimeWindow):
-                window.add(batch.ts, rows)
-            else:
+            if isinstance(window, CountWindow):
                 window.add(batch.ts, batch.probs, batch.labels)
         known = batch.labels[batch.labels >= 0]
         self.predictions_total += n
         self.labels_total += np.bincount(known, minlength=self.k)
         self.probability_total += batch.probs.sum(axis=0)
-        self.log_loss_sum_total += float(rows[:, LOGLOSS].sum())
+        self.log_loss_sum_total += float(labelled[:, BLOCK_LOGLOSS].sum())
         self.last_event_ts = max(self.last_event_ts, float(batch.ts.max()))
         return late
 
@@ -130,14 +135,14 @@ class ModelState:
         if len(joined.labels) == 0:
             return
         rows = label_rows(joined.probs, joined.labels, self.config.epsilon)
-        self.reference.add(joined.ts, rows)
+        self.reference.add(joined.ts, rows, self.layout.labelled)
         for window in self.windows:
             if isinstance(window, TimeWindow):
-                window.add(joined.ts, rows)
+                window.add(joined.ts, rows, self.layout.labelled)
             else:
                 window.set_labels(joined.seq, joined.labels)
         self.labels_total += np.bincount(joined.labels, minlength=self.k)
-        self.log_loss_sum_total += float(rows[:, LOGLOSS].sum())
+        self.log_loss_sum_total += float(rows[:, BLOCK_LOGLOSS].sum())
 
     def snapshot(self, now: float) -> ModelSnapshot:
         self.advance(now)

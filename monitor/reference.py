@@ -25,8 +25,11 @@ class Cumulative:
     def advance(self, now: float) -> None:
         """Nothing leaves a cumulative reference."""
 
-    def add(self, ts: Array, rows: Array) -> None:
-        self.sums += rows.sum(axis=0)
+    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+        if columns is None:
+            self.sums += rows.sum(axis=0)
+        else:
+            self.sums[columns] += rows.sum(axis=0)
 
     def total(self) -> Array:
         return self.sums.copy()
@@ -63,12 +66,17 @@ class Decay:
             self.squares *= factor * factor
             self.anchor = now
 
-    def add(self, ts: Array, rows: Array) -> None:
+    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
         if self.anchor is None or len(ts) == 0:
             return
         weights = self.weights(ts)
-        self.sums += weights @ rows
-        self.squares += (weights * weights) @ rows[:, [PRED, LABELLED]]
+        columns = np.arange(rows.shape[1]) if columns is None else columns
+        self.sums[columns] += weights @ rows
+        squared = weights * weights
+        for i, column in enumerate((PRED, LABELLED)):
+            at = np.flatnonzero(columns == column)
+            if len(at):
+                self.squares[i] += squared @ rows[:, at[0]]
 
     def total(self) -> Array:
         return self.sums.copy()

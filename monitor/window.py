@@ -20,6 +20,7 @@ Array = npt.NDArray[np.float64]
 PRED, LABELLED, LOGLOSS, PROBS = 0, 1, 2, 3
 BUCKETS = 60  # a time window's start is rounded to duration / BUCKETS
 ECE_BINS = 10
+BLOCK_LOGLOSS = 1  # LOGLOSS's place in a `label_rows` block (after LABELLED)
 
 
 class Layout:
@@ -29,13 +30,15 @@ class Layout:
     `labelled_probs` and `labelled_squares` (sums of p_k and p_k^2), `logloss_squares`,
     `brier` (sum of Brier terms), `correct` (argmax == label), and per confidence bin
     (confidence max_k p_k, bin min(floor(10 conf), 9)) `ece_count`, `ece_correct` and
-    `ece_confidence` (sum of confidences). The first four keep their v0.1 places."""
+    `ece_confidence` (sum of confidences). After PRED, LABELLED, LOGLOSS and `probs`
+    (their v0.1 places) the per-prediction columns end and the labelled ones follow, so
+    each kind is one block (`per_prediction`, `labelled`)."""
 
     def __init__(self, k: int) -> None:
         self.k = k
         self.probs = slice(PROBS, PROBS + k)
-        self.labels = slice(PROBS + k, PROBS + 2 * k)
-        self.squares = slice(PROBS + 2 * k, PROBS + 3 * k)
+        self.squares = slice(PROBS + k, PROBS + 2 * k)
+        self.labels = slice(PROBS + 2 * k, PROBS + 3 * k)
         self.labelled_probs = slice(PROBS + 3 * k, PROBS + 4 * k)
         self.labelled_squares = slice(PROBS + 4 * k, PROBS + 5 * k)
         self.logloss_squares = PROBS + 5 * k
@@ -45,9 +48,8 @@ class Layout:
         self.ece_correct = slice(self.ece_count.stop, self.ece_count.stop + ECE_BINS)
         self.ece_confidence = slice(self.ece_correct.stop, self.ece_correct.stop + ECE_BINS)
         self.width = self.ece_confidence.stop
-        # Columns summed over every prediction; all others are over labelled ones only.
-        self.per_prediction = np.r_[PRED, np.arange(PROBS, PROBS + k),
-                                    np.arange(self.squares.start, self.squares.stop)]
+        self.per_prediction = np.r_[PRED, PROBS:PROBS + 2 * k]
+        self.labelled = np.r_[LABELLED, LOGLOSS, PROBS + 2 * k:self.width]
 
 
 def row_width(k: int) -> int:
@@ -68,72 +70,72 @@ def _labelled_terms(probs: Array, labels: npt.NDArray[np.int64], epsilon: float
     return squares, logloss, brier, correct, bins, confidence
 
 
-def sum_rows(probs: Array, labels: npt.NDArray[np.int64], epsilon: float) -> Array:
-    """One sum row per prediction (labels -1 when unknown)."""
+def prediction_rows(probs: Array) -> Array:
+    """What every prediction adds, labelled or not: the columns `Layout.per_prediction`
+    (count, p_k, p_k^2), one row per prediction. The other columns are zero for an
+    unlabelled prediction, so they are built for labelled ones only (`label_rows`)."""
     n, k = probs.shape
-    layout = Layout(k)
-    rows = np.zeros((n, layout.width))
-    rows[:, PRED] = 1.0
-    rows[:, layout.probs] = probs
-    np.multiply(probs, probs, out=rows[:, layout.squares])
-    _put_labels(rows, labels, probs, epsilon, layout)
+    rows = np.empty((n, 1 + 2 * k))
+    rows[:, 0] = 1.0
+    rows[:, 1:1 + k] = probs
+    np.multiply(probs, probs, out=rows[:, 1 + k:])
     return rows
 
 
 def label_rows(probs: Array, labels: npt.NDArray[np.int64], epsilon: float) -> Array:
-    """Sum rows for labels joined later to predictions with these `probs`: the labelled
-    sums only, no new prediction."""
-    layout = Layout(probs.shape[1])
-    rows = np.zeros((len(labels), layout.width))
-    _put_labels(rows, labels, probs, epsilon, layout)
+    """What labelled predictions (every label >= 0) with these `probs` add: the columns
+    `Layout.labelled`, one row each; for labels in the prediction log and labels joined
+    later alike."""
+    n, k = probs.shape
+    layout = Layout(k)
+    rows = np.zeros((n, len(layout.labelled)))
+    squares, logloss, brier, correct, bins, confidence = _labelled_terms(probs, labels, epsilon)
+    shift = PROBS + 2 * k - 2  # a column's place in the block: layout.labelled[2:] is contiguous
+    at = np.arange(n)
+    rows[:, 0] = 1.0
+    rows[:, BLOCK_LOGLOSS] = logloss
+    rows[at, layout.labels.start - shift + labels] = 1.0
+    rows[:, layout.labelled_probs.start - shift:layout.labelled_probs.stop - shift] = probs
+    rows[:, layout.labelled_squares.start - shift:layout.labelled_squares.stop - shift] = squares
+    rows[:, layout.logloss_squares - shift] = logloss * logloss
+    rows[:, layout.brier - shift] = brier
+    rows[:, layout.correct - shift] = correct
+    rows[at, layout.ece_count.start - shift + bins] = 1.0
+    rows[at, layout.ece_correct.start - shift + bins] = correct
+    rows[at, layout.ece_confidence.start - shift + bins] = confidence
     return rows
-
-
-def _put_labels(rows: Array, labels: npt.NDArray[np.int64], probs: Array, epsilon: float,
-                layout: Layout) -> None:
-    known = np.flatnonzero(labels >= 0)
-    if len(known) == 0:
-        return
-    y, p = labels[known], probs[known]
-    squares, logloss, brier, correct, bins, confidence = _labelled_terms(p, y, epsilon)
-    sub = rows[known]
-    sub[:, LABELLED] = 1.0
-    sub[:, LOGLOSS] = logloss
-    sub[np.arange(len(known)), layout.labels.start + y] = 1.0
-    sub[:, layout.labelled_probs] = p
-    sub[:, layout.labelled_squares] = squares
-    sub[:, layout.logloss_squares] = logloss * logloss
-    sub[:, layout.brier] = brier
-    sub[:, layout.correct] = correct
-    at = np.arange(len(known))
-    sub[at, layout.ece_count.start + bins] = 1.0
-    sub[at, layout.ece_correct.start + bins] = correct
-    sub[at, layout.ece_confidence.start + bins] = confidence
-    rows[known] = sub
 
 
 def row_total(probs: Array, labels: npt.NDArray[np.int64], epsilon: float,
               weights: Array | None = None) -> Array:
-    """The sum of `sum_rows(probs, labels, epsilon)` (each row times `weights`, when
-    given), without building the rows."""
+    """The sum of the rows of these predictions (`prediction_rows` in its columns plus
+    `label_rows` of the labelled ones; each row times `weights`, when given), without
+    building the rows. Plain reductions, not matrix products: those go through a
+    multi-threaded BLAS that a loaded machine makes slower, not faster."""
     n, k = probs.shape
     layout = Layout(k)
-    w = np.ones(n) if weights is None else weights
     known = np.flatnonzero(labels >= 0)
-    y, p, wl = labels[known], probs[known], w[known]
+    y, p = labels[known], probs[known]
     squares, logloss, brier, correct, bins, confidence = _labelled_terms(p, y, epsilon)
+    wl = np.ones(len(known)) if weights is None else weights[known]
+
+    def total(w: Array | None, values: Array) -> Array:
+        if w is None:
+            return values.sum(axis=0)
+        return np.einsum("i,i...->...", w, values)
+
     row = np.zeros(layout.width)
-    row[PRED] = w.sum()
-    row[layout.probs] = w @ probs
-    row[layout.squares] = w @ (probs * probs)
+    row[PRED] = n if weights is None else weights.sum()
+    row[layout.probs] = total(weights, probs)
+    row[layout.squares] = total(weights, probs * probs)
     row[LABELLED] = wl.sum()
-    row[LOGLOSS] = wl @ logloss
+    row[LOGLOSS] = total(wl, logloss)
     row[layout.labels] = np.bincount(y, weights=wl, minlength=k)
-    row[layout.labelled_probs] = wl @ p
-    row[layout.labelled_squares] = wl @ squares
-    row[layout.logloss_squares] = wl @ (logloss * logloss)
-    row[layout.brier] = wl @ brier
-    row[layout.correct] = wl @ correct
+    row[layout.labelled_probs] = total(wl, p)
+    row[layout.labelled_squares] = total(wl, squares)
+    row[layout.logloss_squares] = total(wl, logloss * logloss)
+    row[layout.brier] = total(wl, brier)
+    row[layout.correct] = total(wl, correct.astype(np.float64))
     row[layout.ece_count] = np.bincount(bins, weights=wl, minlength=ECE_BINS)
     row[layout.ece_correct] = np.bincount(bins, weights=wl * correct, minlength=ECE_BINS)
     row[layout.ece_confidence] = np.bincount(bins, weights=wl * confidence, minlength=ECE_BINS)
@@ -186,8 +188,9 @@ class TimeWindow:
             self.sums[np.arange(self.head + 1, head + 1) % n] = 0.0
         self.head = head
 
-    def add(self, ts: Array, rows: Array) -> None:
-        """Add rows at event times `ts`; those already out of the window are left out."""
+    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+        """Add rows at event times `ts` (only into `columns`, when given); those already
+        out of the window are left out."""
         if self.head is None or len(ts) == 0:
             return
         n = len(self.sums)
@@ -198,7 +201,10 @@ class TimeWindow:
         if not keep.all():
             b, rows = b[keep], rows[keep]
         buckets, sums = bucket_sums(b, rows)
-        self.sums[buckets % n] += sums
+        if columns is None:
+            self.sums[buckets % n] += sums
+        else:
+            self.sums[np.ix_(buckets % n, columns)] += sums
 
     def total(self) -> Array:
         return self.sums.sum(axis=0)

@@ -154,6 +154,18 @@ class Totals:
             assert row[getattr(lay, name)] == approx(getattr(self, name), rel=rel, abs=abs_), name
 
 
+def sum_rows(probs: np.ndarray, labels: np.ndarray, epsilon: float = EPS) -> np.ndarray:
+    """Full-width sum rows of a batch (window.py's layout), from the two blocks ingest adds."""
+    from monitor.window import Layout, label_rows, prediction_rows
+
+    layout = Layout(probs.shape[1])
+    rows = np.zeros((len(probs), layout.width))
+    rows[:, layout.per_prediction] = prediction_rows(probs)
+    known = np.flatnonzero(labels >= 0)
+    rows[np.ix_(known, layout.labelled)] = label_rows(probs[known], labels[known], epsilon)
+    return rows
+
+
 def line(**fields: object) -> bytes:
     """One JSON line (no newline), as a model server would write it."""
     import json

@@ -13,9 +13,17 @@ from pytest import approx
 from monitor.aggregate import ModelState
 from monitor.config import ReferenceSpec
 from monitor.reference import Cumulative, Decay, make_reference
-from monitor.window import LABELLED, TimeWindow, sum_rows
+from monitor.window import LABELLED, TimeWindow
 
-from .strategies import FAST, Totals, distributions, in_time_window, model_config, predictions
+from .strategies import (
+    FAST,
+    Totals,
+    distributions,
+    in_time_window,
+    model_config,
+    predictions,
+    sum_rows,
+)
 
 K = 3
 

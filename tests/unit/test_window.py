@@ -21,7 +21,7 @@ from pytest import approx
 
 from monitor.aggregate import ModelState
 from monitor.config import ReferenceSpec
-from monitor.window import CountWindow, TimeWindow, sum_rows
+from monitor.window import CountWindow, TimeWindow
 
 from .strategies import (
     FAST,
@@ -32,6 +32,7 @@ from .strategies import (
     in_time_window,
     model_config,
     predictions,
+    sum_rows,
     time_window,
 )
 
