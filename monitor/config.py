@@ -71,6 +71,7 @@ class SourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class LabelSourceConfig:
     model: str | None = None
     fields: Fields = Fields()
     start_at: str = "beginning"
+    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
 
@@ -94,6 +96,7 @@ class Config:
     watch: str = "auto"  # auto (inotify + polling) | poll
     max_models: int = 100
     max_line_bytes: int = 1 << 20
+    max_open_files: int = 512  # log files held open at once, over every source
     sum_tolerance: float = 1e-3
     sources: tuple[SourceConfig, ...] = ()
     labels: tuple[LabelSourceConfig, ...] = ()
@@ -191,6 +194,12 @@ def _float(minimum: float, *, strict: bool = False) -> Callable[[object], float]
     return convert
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if value not in choices:
@@ -200,7 +209,8 @@ def _choice(*choices: str) -> Callable[[object], str]:
     return convert
 
 
-def _listen(value: object) -> tuple[str, int]:
+def parse_listen(value: object) -> tuple[str, int]:
+    """`HOST:PORT` (`[::1]:PORT` for IPv6) -> (host, port)."""
     text = _string(value)
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -228,19 +238,20 @@ def _resolve(path: str, base_dir: str) -> str:
 
 
 def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
-    allowed = {"name", "path", "model", "fields", "start_at"}
+    allowed = {"name", "path", "model", "fields", "start_at", "follow_symlinks"}
     if labels:
         allowed |= {"join_ttl", "max_pending"}
     data = reader.mapping(raw, path, allowed)
     for key in ("name", "path"):
         if key not in data:
             reader.fail(_join(path, key), "required")
-    common = dict(
+    common: dict[str, Any] = dict(
         name=reader.get(data, "name", path, _string, "?"),
         path=_resolve(reader.get(data, "path", path, _string, "?"), base_dir),
         model=reader.get(data, "model", path, _string, None),
         fields=_fields(reader, data.get("fields"), _join(path, "fields")),
         start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
+        follow_symlinks=reader.get(data, "follow_symlinks", path, _bool, False),
     )
     if not labels:
         return SourceConfig(**common)
@@ -343,7 +354,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
-    "models", "max_models", "max_line_bytes", "sum_tolerance",
+    "models", "max_models", "max_line_bytes", "sum_tolerance", "max_open_files",
 }
 
 
@@ -353,7 +364,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
     data = reader.mapping(raw, "", _TOP)
     if raw is None:
         reader.fail("sources", "required: the config is empty")
-    host, port = reader.get(data, "listen", "", _listen, ("127.0.0.1", 9841))
+    host, port = reader.get(data, "listen", "", parse_listen, ("127.0.0.1", 9841))
     state_dir = reader.get(data, "state_dir", "", _string, None)
 
     sources = []
@@ -406,6 +417,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         watch=reader.get(data, "watch", "", _choice("auto", "poll"), "auto"),
         max_models=reader.get(data, "max_models", "", _int(1), 100),
         max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16), 1 << 20),
+        max_open_files=reader.get(data, "max_open_files", "", _int(1), 512),
         sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0), 1e-3),
         sources=predictions,
         labels=labels,

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import queue
+import resource
 import signal
 import time
 from collections import Counter
@@ -29,13 +30,14 @@ from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
 from monitor.http import MetricsServer
-from monitor.tail import Block, FileRecord, Tailer
+from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
 
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 8 << 20  # bytes per sweep over the sources, between checks for signals
 CATCH_UP_BYTES = 64 << 20  # a backlog above this at start-up gets progress lines
 MAX_BACKOFF_S = 60.0
+UNMATCHED_EVERY_S = 300.0  # how often a source whose glob matches no file is logged again
 WAKE, RELOAD, STOP = "wake", "reload", "stop"
 
 
@@ -102,10 +104,18 @@ class Reader:
         self.config = config
         self.aggregator = aggregator
         self.throttle = Throttle(10.0, monotonic)
+        self.unmatched = Throttle(UNMATCHED_EVERY_S, monotonic)
         self.sources: list[SourceConfig | LabelSourceConfig] = [*config.sources, *config.labels]
         state = tail_state or {}
         reuse = tailers or {}
         self.tailers: dict[str, Tailer] = {}
+        # One descriptor budget over every source, kept across reloads.
+        self.descriptors = next((t.descriptors for t in reuse.values()), None) or Descriptors(0)
+        self.descriptors.limit = descriptor_budget(config.max_open_files)
+        if self.descriptors.limit < config.max_open_files:
+            log.warning("max_open_files=%d lowered to %d: the process may open %d (ulimit -n, "
+                        "LimitNOFILE)", config.max_open_files, self.descriptors.limit,
+                        resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         for source in self.sources:
             old = reuse.get(source.name)
             if old is not None and old.pattern == source.path:
@@ -120,6 +130,9 @@ class Reader:
                 records=[FileRecord(**r) for r in saved.get("files", [])],
                 history=saved.get("history"),
                 monotonic=monotonic,
+                skipped=saved.get("skipped"),
+                follow_symlinks=source.follow_symlinks,
+                descriptors=self.descriptors,
             )
         for name, old in reuse.items():
             if self.tailers.get(name) is not old:
@@ -140,6 +153,10 @@ class Reader:
             before = tailer.progress
             for block in tailer.poll(budget):
                 self.ingest(source, block, now, stamp)
+            for reason, n in tailer.take_skips().items():
+                self.aggregator.skip_files(source.name, reason, n)
+            for event, n in tailer.take_events().items():
+                self.aggregator.file_events(source.name, event, n)
             total += tailer.progress - before
         return total
 
@@ -164,10 +181,22 @@ class Reader:
             log.warning("line rejected source=%s file=%s line=%d reason=%s suppressed=%d",
                         source, path, line_no, reason, suppressed)
 
+    def files_followed(self) -> dict[str, int]:
+        """Files each source follows now (open, or fully read and closed), by name."""
+        return {name: len(t.files) + len(t.dormant) for name, t in self.tailers.items()}
+
+    def warn_unmatched(self) -> None:
+        """Log each source that follows no file, again every UNMATCHED_EVERY_S while
+        it stays so: a wrong glob otherwise only shows as zeros."""
+        followed = self.files_followed()
+        for source in self.sources:
+            if followed[source.name] == 0 and self.unmatched.allow(source.name) is not None:
+                log.warning("no file matches source=%s path=%s", source.name, source.path)
+
     def state(self) -> dict:
         return {
             name: {"path": t.pattern, "files": [asdict(r) for r in t.records()],
-                   "history": dict(t.history)}
+                   "history": dict(t.history), "skipped": t.skipped_state()}
             for name, t in self.tailers.items()
         }
 
@@ -191,15 +220,18 @@ class Daemon:
         config_path: str | None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        listen: tuple[str, int] | None = None,
     ) -> None:
         if config.state_dir is None:
             raise ConfigErrors([ConfigError("state_dir", "required for `run`")])
-        self.config = config
+        self.path = os.path.join(config.state_dir, checkpoint.FILENAME)
+        # `run --web.listen-address` wins over the config's `listen`, on reload too.
+        self.listen = listen
+        self.config = config = self._listening(config)
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
         self.messages: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self.path = os.path.join(config.state_dir, checkpoint.FILENAME)
         self.snapshot: Snapshot | None = None
         self.stopping = False
         self.dirty = True
@@ -207,10 +239,12 @@ class Daemon:
         self.last_durable = monotonic()
         self.last_tick = monotonic()
         self.next_checkpoint = 0.0
+        self.source_files: dict[str, int] = {}  # replaced whole; the HTTP thread reads it
         self.exposition = Exposition(
             lambda: self.snapshot,
             lambda: self.monotonic() - self.last_durable,
             lambda: self.failures,
+            lambda: self.source_files,
         )
         self.aggregator = Aggregator(config)
         self.reader: Reader | None = None
@@ -235,15 +269,22 @@ class Daemon:
         assert self.config.state_dir is not None
         try:
             os.makedirs(self.config.state_dir, exist_ok=True)
+        except FileExistsError:  # makedirs says "File exists" for a file in the way
+            raise StateError(f"state_dir {self.config.state_dir}: not a directory") from None
         except OSError as exc:
             raise StateError(f"state_dir {self.config.state_dir}: {exc.strerror}") from None
         self._restore()
         assert self.reader is not None
         # Where each file starts (start_at: end) is fixed before we report ready.
         self.reader.scan()
+        self.reader.warn_unmatched()
         try:
             self._write_checkpoint()
         except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                raise StateError(f"out of file descriptors ({exc.strerror}) writing the "
+                                 f"checkpoint: raise the limit (ulimit -n, LimitNOFILE) or "
+                                 f"lower max_open_files") from None
             raise StateError(
                 f"state_dir {self.config.state_dir} is not writable: {exc.strerror}") from None
         try:
@@ -273,6 +314,7 @@ class Daemon:
             read = 0
             if mono >= next_poll:
                 read = self.reader.step(self.clock())
+                self.reader.warn_unmatched()
                 self.dirty = self.dirty or read > 0
                 if self.catch_up is not None and self.catch_up.progress(read):
                     self.catch_up = None
@@ -343,17 +385,25 @@ class Daemon:
         """inotify wake-ups (watchdog) beside polling; polling alone when inotify fails."""
         if self.config.watch == "poll":
             return None
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (
+            EVENT_TYPE_CLOSED_NO_WRITE,
+            EVENT_TYPE_OPENED,
+            FileSystemEvent,
+            FileSystemEventHandler,
+        )
         from watchdog.observers import Observer
 
         messages = self.messages
 
         class Wake(FileSystemEventHandler):
-            def on_any_event(self, event: object) -> None:
-                messages.put(WAKE)
+            def on_any_event(self, event: FileSystemEvent) -> None:
+                # An open or a close without writing changes nothing; and our own opens
+                # (one per poll, of a FIFO, say) would wake us into a spin.
+                if event.event_type not in (EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE):
+                    messages.put(WAKE)
 
-        observer = Observer()
         try:
+            observer = Observer()  # its inotify descriptor and pipe: EMFILE here too
             for folder, recursive in sorted(_watch_roots(self.reader.sources)):  # type: ignore[union-attr]
                 if os.path.isdir(folder):
                     observer.schedule(Wake(), folder, recursive=recursive)
@@ -400,7 +450,7 @@ class Daemon:
                                      "written_at": self.clock()}, arrays)
         self.last_durable = self.monotonic()
         self.dirty = False
-        self.snapshot = self.aggregator.snapshot(self.clock())
+        self._publish()
 
     def _checkpoint(self) -> None:
         """Write if anything changed, else only refresh the published snapshot (idle
@@ -411,7 +461,7 @@ class Daemon:
                 self._write_checkpoint()
             else:
                 self.last_durable = self.monotonic()
-                self.snapshot = self.aggregator.snapshot(self.clock())
+                self._publish()
         except OSError as exc:
             self.failures += 1
             delay = min(interval * 2 ** min(self.failures, 16), MAX_BACKOFF_S)
@@ -421,11 +471,21 @@ class Daemon:
             return
         self.next_checkpoint = self.monotonic() + interval
 
+    def _publish(self) -> None:
+        assert self.reader is not None
+        self.snapshot = self.aggregator.snapshot(self.clock())
+        self.source_files = self.reader.files_followed()
+
+    def _listening(self, config: Config) -> Config:
+        if self.listen is None:
+            return config
+        return replace(config, listen_host=self.listen[0], listen_port=self.listen[1])
+
     def _reload(self) -> None:
         if self.config_path is None:
             return
         try:
-            config = load_config(self.config_path)
+            config = self._listening(load_config(self.config_path))
         except ConfigErrors as exc:
             for error in exc.errors:
                 log.error("reload rejected, keeping the running config: %s", error)
@@ -454,11 +514,4 @@ def _replace_listen(config: Config, old: Config) -> Config:
 def _watch_roots(sources: list[SourceConfig | LabelSourceConfig]) -> set[tuple[str, bool]]:
     """For each glob, its deepest folder without a wildcard, and whether the folders
     below it matter too (a wildcard in the folder part)."""
-    roots = set()
-    for source in sources:
-        folders = os.path.dirname(source.path).split(os.sep)
-        fixed = [p for p in folders if not any(ch in p for ch in "*?[")]
-        wild = len(fixed) < len(folders)
-        stem = folders[: next((i for i, p in enumerate(folders) if p not in fixed), len(folders))]
-        roots.add((os.sep.join(stem) or os.sep, wild))
-    return roots
+    return {glob_root(source.path) for source in sources}

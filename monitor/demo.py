@@ -4,7 +4,12 @@ A writer thread plays a fraud model: 10% of requests are fraud, the model is cal
 (mean output about [0.9, 0.1]) until DRIFT_AFTER_S, then it starts over-predicting
 fraud (mean output about [0.6, 0.4]) while the labels stay the same. Half the labels
 are on the prediction line, the rest arrive a few seconds later in a feedback log,
-joined by request id. The KL divergence of the 30s window rises first, then 5m's.
+joined by request id. The KL divergence of the 10s window rises first, then 30s's.
+
+The windows (demo.yaml) are shorter than the demo: a time window longer than the time
+since start holds every event, exactly the cumulative reference's scope, so its output
+drift KL(B_ref || B_window) would stay 0 for that long. With 10s and 30s windows every
+column moves within a minute.
 """
 
 from __future__ import annotations
@@ -32,15 +37,17 @@ log = logging.getLogger(__name__)
 DRIFT_AFTER_S = 20.0
 RATE_PER_S = 200
 LABEL_DELAY_S = 3.0
+LOGS = ("predictions-0.jsonl", "labels-0.jsonl")  # what the Writer appends to
 
 
-def _port_free(port: int) -> bool:
+def _bind_error(port: int) -> str | None:
+    """Why the demo cannot listen on `port`, or None when it can."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def _free_port() -> int:
@@ -70,8 +77,8 @@ class Writer(threading.Thread):
         start = time.time()
         delayed: list[tuple[float, dict]] = []
         i = 0
-        with (open(os.path.join(self.folder, "predictions-0.jsonl"), "a", encoding="utf-8") as predictions,
-              open(os.path.join(self.folder, "labels-0.jsonl"), "a", encoding="utf-8") as labels):
+        with (open(os.path.join(self.folder, LOGS[0]), "a", encoding="utf-8") as predictions,
+              open(os.path.join(self.folder, LOGS[1]), "a", encoding="utf-8") as labels):
             while not self.stop_event.is_set():
                 now = time.time()
                 drifted = now - start > DRIFT_AFTER_S
@@ -119,11 +126,18 @@ class Table(threading.Thread):
 def run_demo(port: int = 9841, duration_s: float | None = None) -> int:
     folder = tempfile.mkdtemp(prefix="drift-monitor-demo-")
     os.makedirs(os.path.join(folder, "logs"))
+    # The logs exist before the daemon starts, or it would rightly warn that a source
+    # matches no file while the writer thread is still opening them.
+    for name in LOGS:
+        open(os.path.join(folder, "logs", name), "x").close()
     config_path = os.path.join(folder, "config.yaml")
     with resources.as_file(resources.files("monitor") / "demo.yaml") as source:
         shutil.copyfile(source, config_path)
-    if not _port_free(port):
-        port = _free_port()
+    if (error := _bind_error(port)) is not None:
+        free = _free_port()
+        print(f"drift-monitor demo: port {port} is not free ({error}), using port {free} instead",
+              flush=True)
+        port = free
     config = replace(load_config(config_path), listen_port=port)
     daemon = Daemon(config, config_path)
     url = f"http://127.0.0.1:{port}/metrics"

@@ -8,8 +8,9 @@ renders them once per Snapshot.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -129,6 +130,19 @@ def line_families(snapshot: Snapshot) -> Iterator[Metric]:
 
 def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from line_families(snapshot)
+    skipped = CounterMetricFamily("drift_monitor_skipped_files",
+                                  "Files matched by a glob and not read, by reason",
+                                  labels=["source", "reason"])
+    events = CounterMetricFamily("drift_monitor_file_events",
+                                 "Followed files renamed away or deleted, truncated, or copied",
+                                 labels=["source", "event"])
+    for s in snapshot.sources:
+        for event, n in s.file_events.items():
+            events.add_metric([s.name, event], float(n))
+        for reason, n in s.skipped_files.items():
+            skipped.add_metric([s.name, reason], float(n))
+    yield skipped
+    yield events
     for kind, name, doc, attr in JOIN_METRICS:
         family = kind(name, doc, labels=["model"])
         for j in snapshot.joins:
@@ -167,11 +181,18 @@ class Exposition:
         current: Callable[[], Snapshot | None],
         checkpoint_age_s: Callable[[], float],
         checkpoint_failures: Callable[[], int],
+        source_files: Callable[[], Mapping[str, int]],
     ) -> None:
         self.current = current
         self.checkpoint_age_s = checkpoint_age_s
         self.checkpoint_failures = checkpoint_failures
+        self.source_files = source_files
         self.live = _registry(self._health)
+        # The standard process_*, python_info and python_gc_* series every client_python
+        # exporter has, on our own registry (the global REGISTRY is not served).
+        ProcessCollector(registry=self.live)
+        PlatformCollector(registry=self.live)
+        GCCollector(registry=self.live)
         # content type -> (the Snapshot rendered, its bytes); scrapes run in threads,
         # and a lost race only renders twice.
         self.cache: dict[str, tuple[Snapshot, bytes]] = {}
@@ -201,6 +222,12 @@ class Exposition:
                                  labels=["version"])
         info.add_metric([VERSION], 1.0)
         yield info
+        files = GaugeMetricFamily("drift_monitor_source_files",
+                                  "Files a source follows now (0: its glob matches no file)",
+                                  labels=["source"])
+        for source, n in self.source_files().items():
+            files.add_metric([source], float(n))
+        yield files
 
 
 def _snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:

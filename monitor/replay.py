@@ -73,6 +73,7 @@ def replay_to_end(config: Config, arrival: float, progress: Progress | None = No
             done += read
             if progress is not None:
                 progress.show(done, done + reader.backlog_bytes(), _lines_read(aggregator))
+        reader.warn_unmatched()
     finally:
         reader.close()
     return aggregator.snapshot(-math.inf)
@@ -182,6 +183,7 @@ def replay_steps(config: Config, step_s: float, arrival: float,
                     shown, next_step = next_step, next_step + step_s
             batch.add(line, shown, arrival)
         batch.flush(shown, arrival)
+        reader.warn_unmatched()
         if next_step is not None:
             last = first_step(newest, step_s)
             while next_step <= last:

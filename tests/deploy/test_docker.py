@@ -110,8 +110,30 @@ def test_image_keeps_state_in_a_volume_and_runs_the_daemon_by_default():
     volumes = [exec_form(arg) for keyword, arg in stage if keyword == "VOLUME"]
     assert ["/var/lib/drift-monitor"] in volumes
     commands = [exec_form(arg) for keyword, arg in stage if keyword == "CMD"]
-    assert commands[-1] == ["drift-monitor", "run", "--config",
-                            "/etc/drift-monitor/config.yaml"]
+    assert commands[-1][:4] == ["drift-monitor", "run", "--config",
+                                "/etc/drift-monitor/config.yaml"]
+
+
+def test_image_listens_on_every_interface_whatever_the_config_says(tmp_path):
+    """A config copied from config/example.yaml listens on 127.0.0.1: inside a container
+    the health check passes and the published port reaches nothing. The image's command
+    overrides it, on the port it exposes and its health check asks."""
+    stage = final_stage(instructions(DOCKERFILE))
+    (command,) = [exec_form(arg) for keyword, arg in stage if keyword == "CMD"][-1:]
+    address = command[command.index("--web.listen-address") + 1]
+    host, port = address.rsplit(":", 1)
+    assert host == "0.0.0.0"
+    assert [arg for keyword, arg in stage if keyword == "EXPOSE"] == [port]
+    assert f"127.0.0.1:{port}/healthz" in healthcheck_command()[-1]
+    # The daemon accepts the command's flags with the example config (a wrong flag would
+    # exit 2 before it gets to the state directory).
+    example = yaml.safe_load((REPO_ROOT / "config" / "example.yaml").read_text())
+    example["state_dir"] = str(tmp_path / "a-file")
+    (tmp_path / "a-file").write_text("")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(example))
+    result = run_monitor(*command[1:3], str(config), *command[4:])
+    assert result.returncode == 1 and "not a directory" in result.stderr, result.stderr
 
 
 def healthcheck_command() -> list[str]:

@@ -161,3 +161,35 @@ def test_kustomize_builds_the_manifests_with_the_image_set():
               for c in daemonset["spec"]["template"]["spec"][key]}
     kustomization = yaml.safe_load((KUBE_DIR / "kustomization.yaml").read_text())
     assert images == {f"drift-monitor:{kustomization['images'][0]['newTag']}"}
+
+
+def test_pods_use_a_loaded_image_without_pulling_it():
+    for key in ("containers", "initContainers"):
+        for c in pod_spec()[key]:
+            assert c["imagePullPolicy"] == "IfNotPresent", c["name"]
+
+
+def documented_overlay() -> str:
+    """The overlay kustomization.yaml that deploy/README.md tells a user to write."""
+    text = (DEPLOY_DIR / "README.md").read_text()
+    body = text.split("kustomization.yaml <<'EOF'\n", 1)[1].split("    EOF\n", 1)[0]
+    return "\n".join(line.removeprefix("    ") for line in body.splitlines()) + "\n"
+
+
+def test_documented_overlay_points_every_pod_at_the_registry_image(tmp_path):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not found: the overlay is built where it is installed")
+    # As the README does it, in the root of a clone: the overlay folder beside deploy/.
+    shutil.copytree(KUBE_DIR, tmp_path / "deploy" / "kubernetes")
+    (tmp_path / "drift-monitor-overlay").mkdir()
+    (tmp_path / "drift-monitor-overlay" / "kustomization.yaml").write_text(documented_overlay())
+    overlay = yaml.safe_load(documented_overlay())
+    result = subprocess.run([kubectl, "kustomize", "drift-monitor-overlay"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    (daemonset,) = [doc for doc in yaml.safe_load_all(result.stdout) if doc["kind"] == "DaemonSet"]
+    images = {c["image"] for key in ("containers", "initContainers")
+              for c in daemonset["spec"]["template"]["spec"][key]}
+    (image,) = overlay["images"]
+    assert images == {f"{image['newName']}:{image['newTag']}"}

@@ -63,7 +63,8 @@ def test_every_alert_has_a_unit_test():
               for case in test.get("alert_rule_test", [])}
     assert alert_names == {"ModelLabelShift", "ModelOutputShift", "ModelQualityDrop", "ModelNoEvents",
                            "DriftMonitorDown", "DriftMonitorAbsent",
-                           "DriftMonitorRejectedLinesHigh", "DriftMonitorCheckpointStale"}
+                           "DriftMonitorRejectedLinesHigh", "DriftMonitorCheckpointStale",
+                           "DriftMonitorSourceWithoutFiles"}
     assert alert_names <= tested, f"alerts without a test: {alert_names - tested}"
 
 

@@ -41,6 +41,18 @@ def test_runs_the_daemon_with_the_config_and_reloads_with_sighup():
     assert service("Restart") == "on-failure"
 
 
+def test_execstart_is_the_venv_the_recipe_makes_outside_the_hidden_home():
+    program = service("ExecStart").split()[0]
+    venv = program.removesuffix("/bin/drift-monitor")
+    assert venv != program, program
+    # ProtectHome=yes hides these from the service: a venv there could not start.
+    assert service("ProtectHome") == "yes"
+    assert not venv.startswith(("/home", "/root", "/run/user")), venv
+    recipe = f"python3 -m venv {venv} && {venv}/bin/pip install ."
+    assert recipe in UNIT.read_text(encoding="utf-8")
+    assert recipe in (DEPLOY_DIR / "README.md").read_text(encoding="utf-8")
+
+
 def test_state_is_a_state_directory_of_a_dynamic_user():
     assert service("DynamicUser") == "yes"
     assert service("StateDirectory") == "drift-monitor"
