@@ -156,7 +156,7 @@ class Reader:
             tailer = self.tailers[source.name]
             before = tailer.progress
             for block in tailer.poll(budget):
-                self._ingest(source, block, now, stamp)
+                self.ingest(source, block, now, stamp)
             for reason, n in tailer.take_skips().items():
                 self.aggregator.skip_files(source.name, reason, n)
             for event, n in tailer.take_events().items():
@@ -164,8 +164,8 @@ class Reader:
             total += tailer.progress - before
         return total
 
-    def _ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
-                arrival: float) -> None:
+    def ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
+               arrival: float) -> None:
         if block.too_long:
             self.aggregator.reject_too_long(source.name)
             self._log_reject(source.name, block.path, block.first_line, "too_long")
