@@ -7,9 +7,11 @@ import gc
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from monitor.aggregate import Aggregator, ModelSnapshot
 from monitor.config import load_config
@@ -21,11 +23,18 @@ log = logging.getLogger("monitor")
 def _run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
 
-    return Daemon(load_config(args.config), args.config).run()
+    config = load_config(args.config)
+    if args.web_config_file is not None:
+        config = replace(config, web_config_file=os.path.abspath(args.web_config_file))
+    return Daemon(config, args.config).run()
 
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if config.web_config_file is not None:
+        from monitor.http import load_web
+
+        load_web(config.web_config_file)
     print(f"{args.config}: ok ({len(config.sources)} sources, {len(config.labels)} label sources, "
           f"{len(config.models)} models)")
     return 0
@@ -116,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon in the foreground")
     run.add_argument("--config", required=True)
+    run.add_argument("--web.config.file", dest="web_config_file", default=None,
+                     help="exporter-toolkit web config (TLS, basic auth); overrides "
+                          "web_config_file in the config")
     run.set_defaults(func=_run)
     demo = sub.add_parser("demo", help="synthetic stream with injected drift, daemon and live table")
     demo.add_argument("--port", type=int, default=9841,

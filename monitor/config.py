@@ -99,6 +99,7 @@ class Config:
     labels: tuple[LabelSourceConfig, ...] = ()
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     default_model: ModelConfig | None = None
+    web_config_file: str | None = None  # exporter-toolkit web config: TLS, basic auth
 
 
 def parse_duration(value: object) -> float:
@@ -343,7 +344,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
-    "models", "max_models", "max_line_bytes", "sum_tolerance",
+    "models", "max_models", "max_line_bytes", "sum_tolerance", "web_config_file",
 }
 
 
@@ -355,6 +356,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         reader.fail("sources", "required: the config is empty")
     host, port = reader.get(data, "listen", "", _listen, ("127.0.0.1", 9841))
     state_dir = reader.get(data, "state_dir", "", _string, None)
+    web_config_file = reader.get(data, "web_config_file", "", _string, None)
 
     sources = []
     for key, is_labels in (("sources", False), ("labels", True)):
@@ -411,6 +413,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         labels=labels,
         models=models,
         default_model=default,
+        web_config_file=None if web_config_file is None else _resolve(web_config_file, base_dir),
     )
     if len(models) > config.max_models:
         reader.fail("models", f"{len(models)} models configured, more than max_models={config.max_models}")

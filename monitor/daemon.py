@@ -28,7 +28,7 @@ from monitor.aggregate import Aggregator, Snapshot
 from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
-from monitor.http import MetricsServer
+from monitor.http import MetricsServer, load_web
 from monitor.tail import Block, FileRecord, Tailer
 
 log = logging.getLogger(__name__)
@@ -233,6 +233,8 @@ class Daemon:
 
     def startup(self) -> None:
         assert self.config.state_dir is not None
+        # A bad web config is a config error (exit 2), found before any state is touched.
+        web = None if self.config.web_config_file is None else load_web(self.config.web_config_file)
         try:
             os.makedirs(self.config.state_dir, exist_ok=True)
         except OSError as exc:
@@ -249,7 +251,9 @@ class Daemon:
         try:
             self.server = MetricsServer(self.config.listen_host, self.config.listen_port,
                                         self.exposition.render, self._healthy,
-                                        lambda: self.snapshot is not None)
+                                        lambda: self.snapshot is not None,
+                                        Throttle(60.0, self.monotonic), web,
+                                        monotonic=self.monotonic)
         except OSError as exc:
             raise StateError(f"cannot listen on {self.config.listen_host}:"
                              f"{self.config.listen_port}: {exc.strerror}") from None
@@ -260,7 +264,8 @@ class Daemon:
             self.catch_up = CatchUp(backlog, self.monotonic)
         # Start-up objects live for good: keep the cyclic GC from re-scanning them.
         gc.freeze()
-        log.info("started listen=http://%s:%d/metrics sources=%d models=%d",
+        log.info("started listen=%s://%s:%d/metrics sources=%d models=%d",
+                 "https" if web is not None and web.context is not None else "http",
                  self.config.listen_host, self.server.port, len(self.reader.sources),
                  len(self.config.models))
 
