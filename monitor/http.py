@@ -29,6 +29,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import selectors
 import socket
 import ssl
@@ -46,7 +47,8 @@ from monitor.webconfig import TLSServerConfig, WebConfig, load_web_config
 log = logging.getLogger(__name__)
 
 MAX_REQUESTS = 40  # requests answered at once (node_exporter's --web.max-requests)
-MAX_CONNECTIONS = 512  # open connections; at the cap the one waiting longest is closed
+MAX_CONNECTIONS = 512  # open connections (at most half of RLIMIT_NOFILE); at the cap the
+# one waiting longest is closed
 READ_TIMEOUT_S = 10.0  # from connect (or the first byte of a request) to its whole head
 IDLE_TIMEOUT_S = 120.0  # a kept-alive connection with no request (Prometheus scrapes reuse it)
 WRITE_TIMEOUT_S = 10.0  # to hand one response to a client that does not read
@@ -54,6 +56,7 @@ MAX_REQUEST_LINE = 8192  # longer: 414
 MAX_HEAD_BYTES = 65536  # request line and headers together; longer: 431
 LISTEN_BACKLOG = 1024
 RELOAD_CHECK_S = 1.0
+ACCEPT_PAUSE_S = 0.2  # after accept() failed for want of descriptors
 AUTH_CACHE_SIZE = 100  # successful and failed (user, hash, password) checks, as exporter-toolkit
 # A valid bcrypt hash (of "fakepassword", exporter-toolkit's) checked for unknown users,
 # so that the time taken does not tell which user names exist.
@@ -101,8 +104,10 @@ def load_web(path: str) -> Web:
     """Read the web config at `path` and the certificates it names; ConfigErrors with the
     file and key path of every problem."""
     try:
+        # Stamped before reading: a change made while we read is seen at the next check.
+        stamp = fingerprint((os.path.abspath(path),))
         config = load_web_config(path)
-        stamp = fingerprint(config.files())
+        stamp += fingerprint(config.files()[1:])
         context = None if config.tls is None else server_context(config.tls)
     except ConfigErrors as exc:
         raise ConfigErrors([ConfigError(f"{path}: {e.path}" if e.path != path else path,
@@ -315,6 +320,11 @@ class MetricsServer:
         self.slots = threading.BoundedSemaphore(max_requests)
         self.stopping = False
         self.next_reload_check = 0.0
+        self.accept_resumes: float | None = None
+        # Half the descriptors at most, so that log files and checkpoints always get one.
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.max_connections = (MAX_CONNECTIONS if soft == resource.RLIM_INFINITY
+                                else min(MAX_CONNECTIONS, soft // 2))
         self.failed_reload = ""
         self.thread = threading.Thread(target=self._loop, name="http", daemon=True)
         self.workers = [threading.Thread(target=self._work, name=f"http-{i}", daemon=True)
@@ -373,6 +383,9 @@ class MetricsServer:
             now = self.monotonic()
             for conn in [c for c in self.connections if c.deadline <= now]:
                 self._close(conn)
+            if self.accept_resumes is not None and now >= self.accept_resumes:
+                self.accept_resumes = None
+                self.selector.register(self.listener, selectors.EVENT_READ, "accept")
             if now >= self.next_reload_check:
                 self.next_reload_check = now + RELOAD_CHECK_S
                 self._check_web_config()
@@ -383,12 +396,20 @@ class MetricsServer:
                 sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: say so, keep serving the rest
+            except OSError as exc:
+                # Out of descriptors (EMFILE, ENFILE): free the one of the connection
+                # waiting longest; with none to free, the listener stays readable, so stop
+                # watching it for a moment instead of spinning.
                 self._note("accept failed", exc)
+                if self.connections:
+                    self._close(min(self.connections, key=lambda c: c.since))
+                    continue
+                self.selector.unregister(self.listener)
+                self.accept_resumes = self.monotonic() + ACCEPT_PAUSE_S
                 return
             sock.setblocking(False)
             now = self.monotonic()
-            if len(self.connections) >= MAX_CONNECTIONS:
+            if len(self.connections) >= self.max_connections:
                 self._close(min(self.connections, key=lambda c: c.since))
             web = self.web
             if web is not None and web.context is not None:

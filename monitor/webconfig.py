@@ -200,8 +200,8 @@ def _headers(reader: _Reader, raw: object) -> tuple[tuple[str, str], ...]:
     for name, value in data.items():
         hpath = _join(path, name)
         allowed = HEADERS[name]
-        if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-            reader.fail(hpath, "expected a string on one line")
+        if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
+            reader.fail(hpath, "expected a string of printable ASCII on one line")
         elif allowed and value not in allowed:
             reader.fail(hpath, f"expected one of {', '.join(allowed)}, got {value!r}")
         elif value:  # blank means unset, as in exporter-toolkit

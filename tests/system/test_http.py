@@ -7,6 +7,7 @@ import base64
 import contextlib
 import http.client
 import os
+import resource
 import socket
 import ssl
 import struct
@@ -171,6 +172,43 @@ def test_idle_and_half_sent_clients_never_delay_a_fresh_scrape(daemon_factory, l
         for sock in idle + half:
             sock.close()
     assert d.stop() == 0
+
+
+@pytest.mark.parametrize("when", ["before start", "after start"])
+def test_a_descriptor_flood_neither_stops_scrapes_nor_ingestion(daemon_factory, logs, when):
+    """Under a low descriptor limit (systemd's default soft limit is 1024), more idle
+    connections than descriptors: set before start, the daemon keeps half of them for
+    its files; lowered under its feet, it frees the longest-waiting connection's."""
+    d = daemon_factory(daemon_config(logs))
+    limit = 128
+    if when == "before start":
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+        try:
+            d.start()
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    else:
+        d.start()
+        assert d.proc is not None
+        resource.prlimit(d.proc.pid, resource.RLIMIT_NOFILE, (limit, limit))
+    flood = [socket.create_connection(("127.0.0.1", d.port), timeout=5) for _ in range(2 * limit)]
+    try:
+        append(logs / "p-1.jsonl", [{"ts": time.time(), "probs": [0.5, 0.5], "label": 0}] * 3)
+        for _ in range(5):
+            started = time.monotonic()
+            assert request(d.port, timeout_s=5)[0] == 200
+            assert time.monotonic() - started < 3
+        d.wait_value("model_drift_predictions_total", 4, timeout_s=15, model="fraud")
+        if when == "before start":
+            assert d.value("drift_monitor_checkpoint_failures_total") == 0
+    finally:
+        for sock in flood:
+            sock.close()
+    assert d.stop() == 0
+    assert "Traceback" not in d.log()
+    # Before start the cap keeps accept() from ever running out; after, it did and recovered.
+    assert ("http client accept failed" in d.log()) == (when == "after start")
 
 
 def test_clients_that_vanish_leave_no_traceback_and_at_most_a_throttled_line(daemon_factory, logs):
