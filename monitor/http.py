@@ -320,6 +320,7 @@ class MetricsServer:
         self.slots = threading.BoundedSemaphore(max_requests)
         self.stopping = False
         self.next_reload_check = 0.0
+        self.next_expiry = 0.0
         self.accept_resumes: float | None = None
         # Half the descriptors at most, so that log files and checkpoints always get one.
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -345,14 +346,17 @@ class MetricsServer:
         for worker in self.workers:
             worker.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop serving within about `timeout_s`: a worker still writing to a client that
+        does not read is left to its write timeout (the threads are daemonic)."""
+        deadline = self.monotonic() + timeout_s
         self.stopping = True
         self._wake()
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=timeout_s)
         for _ in self.workers:
             self.jobs.put(None)
         for worker in self.workers:
-            worker.join(timeout=5)
+            worker.join(timeout=max(0.0, deadline - self.monotonic()))
         for conn in list(self.connections):
             self._close(conn)
         while True:
@@ -381,8 +385,10 @@ class MetricsServer:
                 else:
                     self._readable(key.data)
             now = self.monotonic()
-            for conn in [c for c in self.connections if c.deadline <= now]:
-                self._close(conn)
+            if now >= self.next_expiry:  # a scan over every connection, a few times a second
+                self.next_expiry = now + 0.25
+                for conn in [c for c in self.connections if c.deadline <= now]:
+                    self._close(conn)
             if self.accept_resumes is not None and now >= self.accept_resumes:
                 self.accept_resumes = None
                 self.selector.register(self.listener, selectors.EVENT_READ, "accept")
@@ -411,11 +417,16 @@ class MetricsServer:
             now = self.monotonic()
             if len(self.connections) >= self.max_connections:
                 self._close(min(self.connections, key=lambda c: c.since))
-            web = self.web
-            if web is not None and web.context is not None:
-                sock = web.context.wrap_socket(sock, server_side=True,
+            context = None if self.web is None else self.web.context
+            if context is not None:
+                try:
+                    sock = context.wrap_socket(sock, server_side=True,
                                                do_handshake_on_connect=False)
-            conn = _Connection(sock, now, handshaking=web is not None and web.context is not None)
+                except OSError as exc:  # reset before we got to it
+                    self._note("tls setup failed", exc)
+                    sock.close()
+                    continue
+            conn = _Connection(sock, now, handshaking=context is not None)
             self.connections[conn] = None
             self.selector.register(sock, selectors.EVENT_READ, conn)
 
