@@ -264,6 +264,7 @@ class SourceSnapshot:
     name: str
     lines: dict[str, int]  # status -> lines
     rejected: dict[str, int]  # reason -> lines
+    skipped_files: dict[str, int]  # reason -> files the glob matched and we never read
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,15 +287,19 @@ class Snapshot:
 
 
 STATUSES = ("ok", "rejected", "late")
+# Why a file matched by a source's glob is not read (tail.py decides; each file once).
+SKIP_REASONS = ("compressed", "not_regular", "pseudo", "symlink_outside")
 
 
 class SourceCounters:
     def __init__(self) -> None:
         self.lines = dict.fromkeys(STATUSES, 0)
         self.rejected = {reason.value: 0 for reason in Reason}
+        self.skipped_files = dict.fromkeys(SKIP_REASONS, 0)
 
     def snapshot(self, name: str) -> SourceSnapshot:
-        return SourceSnapshot(name, dict(self.lines), dict(self.rejected))
+        return SourceSnapshot(name, dict(self.lines), dict(self.rejected),
+                              dict(self.skipped_files))
 
 
 class Aggregator:
@@ -382,6 +387,9 @@ class Aggregator:
         self.count(self.counters[source.name], lines, parsed.rejects, 0, parsed.blank)
         return parsed.rejects
 
+    def skip_files(self, source_name: str, reason: str, n: int) -> None:
+        self.counters[source_name].skipped_files[reason] += n
+
     def reject_too_long(self, source_name: str) -> None:
         self.count(self.counters[source_name], 1, [Reject(0, Reason.TOO_LONG)], 0, 0)
 
@@ -423,7 +431,8 @@ class Aggregator:
                 arrays.update({f"j{i}.{key}": v for key, v in join_arrays.items()})
             meta["models"].append(entry)
         for name, c in self.counters.items():
-            meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected}
+            meta["sources"][name] = {"lines": c.lines, "rejected": c.rejected,
+                                     "skipped_files": c.skipped_files}
         return meta, arrays
 
     def restore(self, meta: dict, arrays: Mapping[str, Array]) -> list[str]:
@@ -450,6 +459,7 @@ class Aggregator:
             if counters is not None:
                 counters.lines.update(saved["lines"])
                 counters.rejected.update(saved["rejected"])
+                counters.skipped_files.update(saved.get("skipped_files", {}))
         return dropped
 
     def reconfigure(self, config: Config) -> tuple[Aggregator, list[str]]:

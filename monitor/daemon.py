@@ -120,6 +120,7 @@ class Reader:
                 records=[FileRecord(**r) for r in saved.get("files", [])],
                 history=saved.get("history"),
                 monotonic=monotonic,
+                skipped=saved.get("skipped"),
             )
         for name, old in reuse.items():
             if self.tailers.get(name) is not old:
@@ -140,6 +141,8 @@ class Reader:
             before = tailer.progress
             for block in tailer.poll(budget):
                 self._ingest(source, block, now, stamp)
+            for reason, n in tailer.take_skips().items():
+                self.aggregator.skip_files(source.name, reason, n)
             total += tailer.progress - before
         return total
 
@@ -167,7 +170,7 @@ class Reader:
     def state(self) -> dict:
         return {
             name: {"path": t.pattern, "files": [asdict(r) for r in t.records()],
-                   "history": dict(t.history)}
+                   "history": dict(t.history), "skipped": t.skipped_state()}
             for name, t in self.tailers.items()
         }
 

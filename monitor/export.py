@@ -88,13 +88,19 @@ def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
                                 labels=["source", "status"])
     rejected = CounterMetricFamily("drift_monitor_rejected_lines", "Rejected lines, by reason",
                                    labels=["source", "reason"])
+    skipped = CounterMetricFamily("drift_monitor_skipped_files",
+                                  "Files matched by a glob and not read, by reason",
+                                  labels=["source", "reason"])
     for s in snapshot.sources:
         for status, n in s.lines.items():
             lines.add_metric([s.name, status], float(n))
         for reason, n in s.rejected.items():
             rejected.add_metric([s.name, reason], float(n))
+        for reason, n in s.skipped_files.items():
+            skipped.add_metric([s.name, reason], float(n))
     yield lines
     yield rejected
+    yield skipped
     for kind, name, doc, attr in JOIN_METRICS:
         family = kind(name, doc, labels=["model"])
         for j in snapshot.joins:

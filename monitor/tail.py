@@ -14,17 +14,27 @@ over-long line being skipped, which the record says).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob as globlib
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TypeGuard
+
+from monitor.aggregate import SKIP_REASONS
 
 log = logging.getLogger(__name__)
+_HOLE = re.compile(rb"^\0+", re.MULTILINE)
+COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE = SKIP_REASONS
+# What logrotate's compressors write first: gzip, bzip2, xz, zstd.
+COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
 Key = tuple[int, int]  # (st_dev, st_ino)
 # A fingerprint is `n:hash` of the first n bytes we consumed, n up to this (Vector's
@@ -91,7 +101,7 @@ def fingerprint_of(head: bytes) -> str | None:
     return f"{n}:{hashlib.blake2b(head[:n], digest_size=12).hexdigest()}"
 
 
-def is_full(fp: str | None) -> bool:
+def is_full(fp: str | None) -> TypeGuard[str]:
     return fp is not None and fp.startswith(f"{FINGERPRINT_BYTES}:")
 
 
@@ -108,6 +118,54 @@ def classify(offset: int, size: int) -> str:
     return "grown" if size > offset else "same"
 
 
+def strip_holes(lines: bytes) -> bytes:
+    """Complete lines without the NUL runs that start any of them (a file hole a writer
+    without O_APPEND left after copytruncate); the number of lines stays."""
+    return _HOLE.sub(b"", lines)
+
+
+def is_compressed(head: bytes) -> bool:
+    """Whether a file starting with `head` is a compressed rotation (never text lines:
+    they were read before compression, from the file it was made of)."""
+    return head.startswith(COMPRESSED_MAGIC)
+
+
+def claim(records: list[FileRecord], key: Key, head: bytes) -> int | None:
+    """Which checkpoint record (its index) a file with inode `key` starting with `head`
+    continues: the record of its very inode, unless that inode now holds other first
+    bytes (reused, or cut and rewritten); else one whose full fingerprint it starts with
+    (a copy of it made while we were down); else none."""
+    for i, rec in enumerate(records):
+        if rec.key == key and (rec.fingerprint is None or matches(rec.fingerprint, head)):
+            return i
+    for i, rec in enumerate(records):
+        if is_full(rec.fingerprint) and matches(rec.fingerprint, head):
+            return i
+    return None
+
+
+def copy_of(fingerprint: str | None, original_head: bytes, head: bytes) -> bool:
+    """Whether a file starting with `head` is a copy of a followed file, or may be
+    becoming one: `head` stands at the start of the original as it is now
+    (`original_head`; a copy being written shows a prefix, and we may not have read the
+    original yet), or at the start of what we consumed of it (`fingerprint`; the
+    original may have been cut since, and we not know it yet)."""
+    if is_full(fingerprint) and matches(fingerprint, head):
+        return True
+    return original_head.startswith(head)
+
+
+def copy_resume(offset: int, skipping: bool, copy_size: int) -> tuple[int, bool]:
+    """Where a copy continues from its original, read up to `offset` (`skipping` an
+    over-long line there): at the same offset, but never beyond what the copy holds.
+    A copy taken before we read the original's last lines holds only part of what we
+    consumed: all of it read, nothing in it is new. (Taken as a truncation instead, it
+    would be read again from its start.)"""
+    if copy_size < offset:
+        return copy_size, False
+    return offset, skipping
+
+
 class Tailer:
     """Follows one source's glob. Not thread-safe: the daemon's main thread owns it."""
 
@@ -120,6 +178,7 @@ class Tailer:
         history: dict[str, int] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rotate_wait_s: float = ROTATE_WAIT_S,
+        skipped: list[tuple[int, int, str, int]] | None = None,
     ) -> None:
         self.pattern = pattern
         self.max_line_bytes = max_line_bytes
@@ -139,15 +198,28 @@ class Tailer:
         self.history: OrderedDict[str, int] = OrderedDict(history or {})
         self.pending_records = list(records or [])
         self.first_scan = True
+        # Files matched and not read, by inode: (reason, st_mtime_ns when decided). Kept
+        # in the checkpoint so that each is counted once, not once per start; the
+        # newest HISTORY kept.
+        self.skipped: dict[Key, tuple[str, int]] = {
+            (dev, ino): (reason, mtime) for dev, ino, reason, mtime in skipped or []}
+        self.new_skips: Counter[str] = Counter()  # not yet handed to the aggregator
 
     # -- state -------------------------------------------------------------------------
 
     def records(self) -> list[FileRecord]:
         """Copies of the records to checkpoint. Held copies (twins) are left out: after a
         restart they are recognised again by their fingerprint."""
-        live = [FileRecord(**_fields(f.record)) for f in self.files.values() if f.twin_of is None]
-        return live + [FileRecord(**_fields(r)) for r in self.dormant.values()] + list(
-            self.pending_records)
+        live = [replace(f.record) for f in self.files.values() if f.twin_of is None]
+        return live + [replace(r) for r in self.dormant.values()] + list(self.pending_records)
+
+    def skipped_state(self) -> list[tuple[int, int, str, int]]:
+        return [(dev, ino, reason, mtime) for (dev, ino), (reason, mtime) in self.skipped.items()]
+
+    def take_skips(self) -> Counter[str]:
+        """Files skipped since the last call, by reason."""
+        skips, self.new_skips = self.new_skips, Counter()
+        return skips
 
     def backlog_bytes(self) -> int:
         """Bytes written to followed files and not yet read (for progress reports)."""
@@ -175,6 +247,8 @@ class Tailer:
                 continue
             before = f.record.offset
             yield from self._read(f, budget)
+            if key not in self.files:  # found compressed: closed and skipped
+                continue
             budget -= f.record.offset - before
             self._maybe_forget(key, f, grew=f.record.offset != before)
             if budget <= 0:
@@ -194,6 +268,8 @@ class Tailer:
                 continue
             key = (st.st_dev, st.st_ino)
             seen.add(key)
+            if self._skips(path, key, st):
+                continue
             f = self.files.get(key)
             if f is not None:
                 f.record.path, f.gone, f.idle_since, f.size = path, False, None, st.st_size
@@ -226,9 +302,49 @@ class Tailer:
                 f.gone, f.idle_since = True, now
         self.first_scan = False
 
+    def _skips(self, path: str, key: Key, st: os.stat_result) -> bool:
+        """Whether to leave this glob match alone, judged by its stat alone: nothing is
+        opened (an open and close of a FIFO would wake our own inotify watch, and the
+        next poll open it again: a spin)."""
+        reason = NOT_REGULAR if not stat.S_ISREG(st.st_mode) else (
+            PSEUDO if st.st_dev in _pseudo_devices() else None)
+        known = self.skipped.get(key)
+        if reason is None:
+            # Compressed, unchanged since; changed, it is opened and judged again.
+            return known is not None and known[1] == st.st_mtime_ns
+        if known is None or known[0] != reason:
+            self._skip(path, key, reason, st.st_mtime_ns)
+        return True
+
+    def _skip(self, path: str, key: Key, reason: str, mtime_ns: int) -> None:
+        known = self.skipped.get(key)
+        self.skipped[key] = (reason, mtime_ns)
+        if known is not None and known[0] == reason:
+            return  # still being written, say: counted and reported once
+        # Kept while off the glob too (a rename seen half-way must not count it again);
+        # the oldest forgotten first. A reused inode is judged by what it holds now.
+        while len(self.skipped) > HISTORY:
+            del self.skipped[next(iter(self.skipped))]
+        self.new_skips[reason] += 1
+        self.progress += 1
+        if reason == COMPRESSED:
+            log.info("compressed file skipped, its lines were read before compression path=%s",
+                     path)
+        else:
+            log.warning("file skipped reason=%s path=%s", reason, path)
+
+    def _skip_open(self, f: _Open) -> None:
+        """Stop following a file found compressed after it was opened."""
+        self.files.pop(f.record.key, None)
+        mtime = 0
+        with contextlib.suppress(OSError):
+            mtime = os.fstat(f.fd).st_mtime_ns
+        os.close(f.fd)
+        self._skip(f.record.path, f.record.key, COMPRESSED, mtime)
+
     def _check_truncation(self, f: _Open) -> None:
         if f.twin_of is not None:
-            self._check_twin(f)
+            self._check_twin(f, f.twin_of)
             return  # a held copy is static; its offset is the original's
         change = classify(f.record.offset, f.size)
         if change == "same" or (change == "grown" and not self._rewritten(f)):
@@ -260,8 +376,11 @@ class Tailer:
         if twin is not None:
             self.progress += 1
             twin.twin_of = None
-            twin.record.offset, twin.record.line_no = rec.offset, rec.line_no
-            twin.record.fingerprint, twin.record.skipping = rec.fingerprint, rec.skipping
+            with contextlib.suppress(OSError):
+                twin.size = os.fstat(twin.fd).st_size
+            twin.record.offset, twin.record.skipping = copy_resume(rec.offset, rec.skipping,
+                                                                   twin.size)
+            twin.record.line_no, twin.record.fingerprint = rec.line_no, rec.fingerprint
             for other in self.files.values():  # further copies now copy the new holder
                 if other.twin_of == rec.key:
                     other.twin_of = twin.record.key
@@ -280,42 +399,39 @@ class Tailer:
         self.progress += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
         f = _Open(record, fd, size=st.st_size)
-        restored = self._take_record(key, head)
-        if restored is not None:
-            record.offset, record.line_no, record.skipping = (
-                restored.offset, restored.line_no, restored.skipping)
-            record.fingerprint = restored.fingerprint
+        if is_compressed(head):
+            self.files[key] = f
+            self._skip_open(f)
+            return
+        self.skipped.pop(key, None)
+        index = claim(self.pending_records, key, head)
+        if index is not None:
+            restored = self.pending_records.pop(index)
+            record.offset, record.skipping = restored.offset, restored.skipping
+            if restored.key != key:  # a copy: it may hold less than we read of the original
+                record.offset, record.skipping = copy_resume(restored.offset, restored.skipping,
+                                                             st.st_size)
+            record.line_no, record.fingerprint = restored.line_no, restored.fingerprint
         elif (twin := self._original_of(head)) is not None:
             f.twin_of = twin
             log.info("copy of a followed file, held until the original is cut path=%s", path)
         elif (known := self._known(head)) is not None:
             record.fingerprint = known
-            record.offset = self.history.pop(known)
+            record.offset, _ = copy_resume(self.history.pop(known), False, st.st_size)
             log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
         elif self.first_scan and self.start_at_end:
             record.offset, record.skipping = _last_line_end(fd, st.st_size, self.chunk)
         self.files[key] = f
-
-    def _take_record(self, key: Key, head: bytes) -> FileRecord | None:
-        """The checkpoint record of this file: same inode and first bytes (an inode
-        with other first bytes is a reused inode), else a full fingerprint (a copy)."""
-        for i, rec in enumerate(self.pending_records):
-            if rec.key == key and (rec.fingerprint is None or matches(rec.fingerprint, head)):
-                return self.pending_records.pop(i)
-        for i, rec in enumerate(self.pending_records):
-            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):  # type: ignore[arg-type]
-                return self.pending_records.pop(i)
-        return None
 
     def _original_of(self, head: bytes) -> Key | None:
         """A followed file that this one is a copy of, or may be becoming one."""
         return next((key for key, f in self.files.items()
                      if f.twin_of is None and _copy_of(f, head)), None)
 
-    def _check_twin(self, f: _Open) -> None:
+    def _check_twin(self, f: _Open, original_key: Key) -> None:
         """A held copy that stopped matching its original was a new file after all (say a
         fresh empty log beside the one renamed away, since written to): read it from 0."""
-        original = self.files.get(f.twin_of)  # type: ignore[arg-type]
+        original = self.files.get(original_key)
         try:
             head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
         except OSError:
@@ -328,8 +444,8 @@ class Tailer:
         """The remembered fingerprint (cut or closed content, or a dormant file's) this
         file starts with: its content up to that offset was read already."""
         for rec in self.dormant.values():
-            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):  # type: ignore[arg-type]
-                self._remember(rec.fingerprint, rec.offset)  # type: ignore[arg-type]
+            if is_full(rec.fingerprint) and matches(rec.fingerprint, head):
+                self._remember(rec.fingerprint, rec.offset)
                 return rec.fingerprint
         for n in sorted({int(fp.split(":", 1)[0]) for fp in self.history}, reverse=True):
             fp = fingerprint_of(head[:n]) if len(head) >= n else None
@@ -433,6 +549,9 @@ class Tailer:
                 return
             if not data:
                 return
+            if rec.offset == 0 and is_compressed(data):  # was empty when we opened it
+                self._skip_open(f)
+                return
             if rec.offset and self._rewritten(f):
                 # Cut and rewritten since the scan: these bytes may belong to the new
                 # content. Leave them; the next scan starts that content from 0.
@@ -449,6 +568,13 @@ class Tailer:
                 rec.skipping = False
                 yield Block(rec.path, rec.line_no, b"", 1, too_long=True)
                 continue
+            if data[:1] == b"\0":
+                # A hole: copytruncate under a writer without O_APPEND, which writes on
+                # at its old offset. Not a line; the line after it is.
+                hole = len(data) - len(data.lstrip(b"\0"))
+                rec.offset += hole
+                self.progress += hole
+                continue
             used = complete_prefix(data)
             if not used and len(data) == self.chunk <= self.max_line_bytes:
                 # A line longer than a chunk may still be within the limit: look further.
@@ -462,7 +588,10 @@ class Tailer:
                     continue
                 return  # a partial line: wait until it is complete
             count = data.count(b"\n", 0, used)
-            block = Block(rec.path, rec.line_no + 1, data[:used] if used < len(data) else data, count)
+            lines = data[:used] if used < len(data) else data
+            if b"\0" in lines:  # rare: only then look for holes before lines
+                lines = strip_holes(lines)
+            block = Block(rec.path, rec.line_no + 1, lines, count)
             rec.line_no += count
             budget -= used
             yield block
@@ -475,21 +604,23 @@ class Tailer:
 
 
 def _copy_of(original: _Open, head: bytes) -> bool:
-    """Whether a file starting with `head` is a copy of `original`, or may be becoming
-    one: `head` stands at the start of the original as it is now (a copy being written
-    shows a prefix; we may not have read the original yet), or at the start of what we
-    consumed of it (the original may have been cut since, and we not know it yet)."""
-    fp = original.record.fingerprint
-    if is_full(fp) and matches(fp, head):  # type: ignore[arg-type]
-        return True
+    """`copy_of` for an open original, read now."""
     try:
-        return original.size >= len(head) and os.pread(original.fd, FINGERPRINT_BYTES, 0).startswith(head)
+        original_head = os.pread(original.fd, FINGERPRINT_BYTES, 0)
     except OSError:
-        return False
+        original_head = b""
+    return copy_of(original.record.fingerprint, original_head, head)
 
 
-def _fields(rec: FileRecord) -> dict[str, object]:
-    return {name: getattr(rec, name) for name in FileRecord.__dataclass_fields__}
+@functools.cache
+def _pseudo_devices() -> frozenset[int]:
+    """The devices of /proc and /sys: their files are not logs (sizes of 0, contents
+    generated on each read)."""
+    devices = set()
+    for folder in ("/proc", "/sys"):
+        with contextlib.suppress(OSError):
+            devices.add(os.stat(folder).st_dev)
+    return frozenset(devices)
 
 
 def _open(path: str) -> tuple[int, os.stat_result] | None:

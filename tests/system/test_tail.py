@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import lzma
 import os
+import shutil
 from pathlib import Path
 
 from monitor.tail import DORMANT_AFTER_S, Tailer
@@ -110,4 +114,106 @@ def test_a_cut_and_rewrite_between_scan_and_read_is_not_read_at_the_old_offset(t
     tailer.scan = scan
     got = lines_of(tailer)
     assert got == new.splitlines()
+    tailer.close()
+
+
+def _numbered(start: int, n: int) -> bytes:
+    return b"".join(b'{"seq": %06d, "pad": "%s"}\n' % (i, b"x" * 50) for i in range(start, start + n))
+
+
+def test_a_copy_shorter_than_what_was_read_of_its_original_is_not_read_again(tmp_path: Path):
+    # Issue 11's reproduction: cp, one more line read from the original, then the cut.
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "preds.log"
+    live.write_bytes(_numbered(0, 1000))
+    tailer = Tailer(str(logs / "preds.log*"), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 1000
+    shutil.copyfile(live, logs / "preds.log.1")
+    assert lines_of(tailer) == []  # the copy is held: its content was read already
+    with open(live, "ab") as fh:
+        fh.write(_numbered(1000, 1))
+    assert len(lines_of(tailer)) == 1
+    os.truncate(live, 0)
+    assert lines_of(tailer) == []
+    assert lines_of(tailer) == []
+    with open(live, "ab") as fh:
+        fh.write(_numbered(1001, 2))
+    assert len(lines_of(tailer)) == 2
+    tailer.close()
+
+
+def test_a_copy_shorter_than_its_checkpointed_original_is_not_read_again_after_a_restart(
+        tmp_path: Path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "preds.log"
+    live.write_bytes(_numbered(0, 1000))
+    tailer = Tailer(str(logs / "preds.log*"), 1 << 20, monotonic=FakeClock())
+    lines_of(tailer)
+    shutil.copyfile(live, logs / "preds.log.1")
+    with open(live, "ab") as fh:
+        fh.write(_numbered(1000, 1))
+    assert len(lines_of(tailer)) == 1
+    records, history = tailer.records(), dict(tailer.history)  # the checkpoint; then kill -9
+    tailer.close()
+    os.truncate(live, 0)  # while the daemon is down
+    restarted = Tailer(str(logs / "preds.log*"), 1 << 20, records=records, history=history,
+                       monotonic=FakeClock())
+    assert lines_of(restarted) == []
+    assert lines_of(restarted) == []
+    restarted.close()
+
+
+def test_compressed_rotations_are_skipped_once_and_never_read_as_text(tmp_path: Path):
+    lines = _numbered(0, 50)
+    (tmp_path / "p.log").write_bytes(lines)
+    (tmp_path / "p.log.1.gz").write_bytes(gzip.compress(lines))
+    (tmp_path / "p.log.2.bz2").write_bytes(bz2.compress(lines))
+    (tmp_path / "p.log.3.xz").write_bytes(lzma.compress(lines))
+    (tmp_path / "p.log.4.zst").write_bytes(b"\x28\xb5\x2f\xfd" + lines)  # the magic is enough
+    tailer = Tailer(str(tmp_path / "p.log*"), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 50  # only the plain file's
+    assert lines_of(tailer) == []
+    assert tailer.take_skips() == {"compressed": 4}
+    assert tailer.files.keys() == {_key(tmp_path / "p.log")}  # no descriptor held for them
+    # One that was empty when first seen (gzip had just created it) is skipped once written.
+    late = tmp_path / "p.log.5.gz"
+    late.write_bytes(b"")
+    assert lines_of(tailer) == []
+    late.write_bytes(gzip.compress(lines))
+    assert lines_of(tailer) == []
+    assert tailer.take_skips() == {"compressed": 1}
+    saved, records = tailer.skipped_state(), tailer.records()
+    tailer.close()
+    restarted = Tailer(str(tmp_path / "p.log*"), 1 << 20, skipped=saved, records=records,
+                       monotonic=FakeClock())
+    assert lines_of(restarted) == []
+    assert restarted.take_skips() == {}  # counted before the restart, not again
+    restarted.close()
+
+
+def _key(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def test_the_hole_left_by_copytruncate_under_a_writer_without_o_append_is_not_a_line(
+        tmp_path: Path):
+    path = tmp_path / "p.log"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)  # no O_APPEND: it writes at its own offset
+    first = _numbered(0, 3000)
+    os.write(fd, first)
+    tailer = Tailer(str(path), 100 * 1024, monotonic=FakeClock())  # the hole is longer
+    assert len(lines_of(tailer)) == 3000
+    os.truncate(path, 0)  # logrotate's copytruncate (the copy is outside the glob)
+    os.write(fd, _numbered(3000, 2))  # at offset len(first): NULs before it
+    os.close(fd)
+    assert os.path.getsize(path) == len(first) + len(_numbered(3000, 2)) > 100 * 1024
+    got = [line for _ in range(3) for line in lines_of(tailer)]
+    assert got == _numbered(3000, 2).splitlines()
+    assert all(not b.too_long for b in tailer.poll(1 << 30))
+    with open(path, "ab") as fh:  # NULs inside one block: before a line, never in it
+        fh.write(b"\0" * 10 + _numbered(3002, 1))
+    assert lines_of(tailer) == _numbered(3002, 1).splitlines()
     tailer.close()

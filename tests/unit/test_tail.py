@@ -1,13 +1,24 @@
 """tail.py's pure decisions: where complete lines end, file fingerprints, what happened to
-a file since we read it. (parse.split turns such a block back into lines.)"""
+a file since we read it, which record a file continues, copy or original, and where a
+copy continues. (parse.split turns such a block back into lines.)"""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from monitor.parse import split
-from monitor.tail import FINGERPRINT_BYTES, classify, complete_prefix, fingerprint_of
+from monitor.tail import (
+    FINGERPRINT_BYTES,
+    FileRecord,
+    claim,
+    classify,
+    complete_prefix,
+    copy_of,
+    copy_resume,
+    fingerprint_of,
+    strip_holes,
+)
 
 from .strategies import FAST
 
@@ -67,3 +78,83 @@ def test_classify_examples():
     assert classify(100, 100) == "same"
     assert classify(100, 150) == "grown"
     assert classify(0, 0) == "same"
+
+
+heads = st.binary(min_size=FINGERPRINT_BYTES, max_size=FINGERPRINT_BYTES + 40)
+
+
+@FAST
+@given(st.integers(0, 10**9), st.booleans(), st.integers(0, 10**9))
+def test_a_copy_continues_at_the_original_offset_but_never_beyond_what_it_holds(
+        offset, skipping, size):
+    start, skip = copy_resume(offset, skipping, size)
+    assert start == min(offset, size)  # never past its end: that would look like a cut
+    assert skip == (skipping and size >= offset)
+
+
+def test_a_copy_taken_before_the_last_line_read_has_nothing_new():
+    # Issue 11: 1,000 lines copied (76,680 bytes), a 1,001st read from the original.
+    assert copy_resume(76758, False, 76680) == (76680, False)
+    assert copy_resume(76758, False, 80000) == (76758, False)  # copied later: the rest is new
+
+
+@FAST
+@given(heads, st.integers(1, FINGERPRINT_BYTES))
+def test_a_prefix_of_the_original_is_its_copy_in_the_making(original, n):
+    assert copy_of(None, original[:FINGERPRINT_BYTES], original[:n])
+
+
+@FAST
+@given(heads, heads)
+def test_a_copy_of_what_was_consumed_is_recognised_after_the_original_was_cut(consumed, now):
+    fp = fingerprint_of(consumed)
+    assert copy_of(fp, b"", consumed)  # the original is empty now
+    other = bytes([consumed[0] ^ 1]) + consumed[1:]
+    assume(not now.startswith(other[:FINGERPRINT_BYTES]))
+    assert not copy_of(fp, now[:FINGERPRINT_BYTES], other)  # other content: a new file
+
+
+def _record(key: tuple[int, int], head: bytes | None, offset: int = 100) -> FileRecord:
+    return FileRecord(key[0], key[1], None if head is None else fingerprint_of(head), "p",
+                      offset, 1)
+
+
+keys = st.tuples(st.integers(1, 3), st.integers(1, 5))
+
+
+@FAST
+@given(st.lists(st.tuples(keys, st.one_of(st.none(), heads)), max_size=6), keys, heads)
+def test_a_file_claims_its_own_inode_first_then_a_full_fingerprint_else_nothing(
+        saved, key, head):
+    records = [_record(k, h) for k, h in saved]
+    index = claim(records, key, head)
+    own = [i for i, r in enumerate(records)
+           if r.key == key and (r.fingerprint is None or fingerprint_of(head) == r.fingerprint)]
+    by_content = [i for i, r in enumerate(records) if r.fingerprint == fingerprint_of(head)]
+    if own:
+        assert index == own[0]
+    elif by_content:
+        assert index == by_content[0]
+    else:
+        assert index is None
+
+
+def test_a_reused_inode_with_other_content_is_a_new_file():
+    old = _record((1, 7), b"a" * FINGERPRINT_BYTES)
+    assert claim([old], (1, 7), b"b" * FINGERPRINT_BYTES) is None
+    assert claim([old], (1, 8), b"a" * FINGERPRINT_BYTES) == 0  # its copy
+    short = _record((1, 7), b"a" * 10)  # too short a head to tell a copy from a look-alike
+    assert claim([short], (1, 8), b"a" * FINGERPRINT_BYTES) is None
+    assert claim([short], (1, 7), b"a" * FINGERPRINT_BYTES) == 0
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 40), st.binary(max_size=20).map(
+    lambda b: b.replace(b"\n", b"").lstrip(b"\0"))), max_size=8))
+def test_nul_runs_before_lines_are_dropped_and_the_lines_kept(holes_and_lines):
+    data = b"".join(b"\0" * n + line + b"\n" for n, line in holes_and_lines)
+    assert split(strip_holes(data)) == [line for _, line in holes_and_lines]
+
+
+def test_a_nul_inside_a_line_is_the_line_s_own():
+    assert strip_holes(b'{"a": "x\0y"}\n\0\0{"b": 1}\n') == b'{"a": "x\0y"}\n{"b": 1}\n'
