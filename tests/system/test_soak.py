@@ -22,7 +22,6 @@ from tests.waiting import wait_until
 
 SOAK_S = float(os.environ.get("SOAK_S", "600"))
 ROTATE_EVERY_S = 20.0
-KEEP_ROTATED = 5  # older rotated files are deleted, their ids remembered first
 RSS_GROWTH_BOUND_KIB = 24 * 1024
 FD_GROWTH_BOUND = 8
 
@@ -61,7 +60,8 @@ def test_soak_counts_exactly_with_flat_memory_and_descriptors(daemon_factory, lo
                 writer.write(4)
             time.sleep(0.01)
 
-    d.start()
+    d.start(wait_ready=False)
+    wait_until(d.ready, 90, what="the daemon ready")
     assert d.proc is not None
     thread = threading.Thread(target=write)
     thread.start()
@@ -69,7 +69,6 @@ def test_soak_counts_exactly_with_flat_memory_and_descriptors(daemon_factory, lo
     events = {0.08: "kill", 0.16: "kill", 0.24: "hup", 0.32: "hup"}
     warm_up_end = 0.45 * SOAK_S
     rotations, next_rotation = 0, ROTATE_EVERY_S
-    forgotten: set[int] = set()
     figures: list[tuple[float, int, int, int]] = []  # (t, pid, rss KiB, fds)
     last_count = 0.0
     try:
@@ -79,7 +78,9 @@ def test_soak_counts_exactly_with_flat_memory_and_descriptors(daemon_factory, lo
                 kind = events.pop(share)
                 if kind == "kill":
                     d.kill()
-                    d.start()
+                    d.start(wait_ready=False)
+                    # Generous: a restart imports numpy and friends on a shared machine.
+                    wait_until(d.ready, 90, what="the restarted daemon ready")
                 else:
                     d.config["models"]["fraud"]["min_samples"] += 1
                     d.write_config(d.config)
@@ -97,10 +98,6 @@ def test_soak_counts_exactly_with_flat_memory_and_descriptors(daemon_factory, lo
                     # copy and the truncation are lost, in both files.
                     shutil.copyfile(active, rotated)
                     os.truncate(active, 0)
-                old = sorted(logs.glob("p.*.jsonl"))[:-KEEP_ROTATED]
-                for path in old:
-                    forgotten |= complete_ids(path)
-                    path.unlink()
             samples = d.scrape()
             count = value(samples, "model_drift_predictions_total", model="fraud") or 0.0
             assert count >= last_count, f"counter went back from {last_count} to {count}"
@@ -111,7 +108,7 @@ def test_soak_counts_exactly_with_flat_memory_and_descriptors(daemon_factory, lo
         stop.set()
         thread.join(timeout=10)
         writer.close()
-    expected = forgotten.union(*(complete_ids(p) for p in logs.glob("p*.jsonl")))
+    expected = set().union(*(complete_ids(p) for p in logs.glob("p*.jsonl")))
     wait_until(lambda: value(d.scrape(), "model_drift_predictions_total", model="fraud")
                == len(expected), 60, interval_s=0.5,
                what=f"{len(expected)} predictions counted (got "
