@@ -260,8 +260,9 @@ class Daemon:
         except OSError as exc:
             raise StateError(f"cannot listen on {self.config.listen_host}:"
                              f"{self.config.listen_port}: {exc.strerror}") from None
-        self.server.start()
+        # Serve only once start-up is done: nothing a client does can starve it then.
         self.observer = self._watch()
+        self.server.start()
         backlog = self.reader.backlog_bytes()
         if backlog > CATCH_UP_BYTES:
             self.catch_up = CatchUp(backlog, self.monotonic)
@@ -360,8 +361,9 @@ class Daemon:
             def on_any_event(self, event: object) -> None:
                 messages.put(WAKE)
 
-        observer = Observer()
         try:
+            # Observer() may open its inotify descriptor already: EMFILE can come from here.
+            observer = Observer()
             for folder, recursive in sorted(_watch_roots(self.reader.sources)):  # type: ignore[union-attr]
                 if os.path.isdir(folder):
                     observer.schedule(Wake(), folder, recursive=recursive)

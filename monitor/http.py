@@ -351,12 +351,13 @@ class MetricsServer:
         does not read is left to its write timeout (the threads are daemonic)."""
         deadline = self.monotonic() + timeout_s
         self.stopping = True
-        self._wake()
-        self.thread.join(timeout=timeout_s)
-        for _ in self.workers:
-            self.jobs.put(None)
-        for worker in self.workers:
-            worker.join(timeout=max(0.0, deadline - self.monotonic()))
+        if self.thread.ident is not None:  # started (start-up may fail before)
+            self._wake()
+            self.thread.join(timeout=timeout_s)
+            for _ in self.workers:
+                self.jobs.put(None)
+            for worker in self.workers:
+                worker.join(timeout=max(0.0, deadline - self.monotonic()))
         for conn in list(self.connections):
             self._close(conn)
         while True:

@@ -155,11 +155,12 @@ def test_idle_and_half_sent_clients_never_delay_a_fresh_scrape(daemon_factory, l
     try:
         for _ in range(10):
             started = time.monotonic()
-            status, _, body = request(d.port, timeout_s=5)
+            status, _, body = request(d.port)
             elapsed = time.monotonic() - started
             assert status == 200 and b"model_drift_predictions_total" in body
-            assert elapsed < 2.0, f"a fresh scrape took {elapsed:.2f}s behind slow clients"
-            assert request(d.port, "/healthz", timeout_s=5)[0] == 200
+            # Starved, it would wait for a read timeout (10 s) or for ever; 5 s is for load.
+            assert elapsed < 5.0, f"a fresh scrape took {elapsed:.2f}s behind slow clients"
+            assert request(d.port, "/healthz")[0] == 200
         # Connections cost no thread: the workers, the selector, the main loop, watchdog.
         assert threads_of(d.proc.pid) <= MAX_REQUESTS + 8
         # A half-sent request is dropped at its read timeout, not held for ever.
@@ -197,8 +198,8 @@ def test_a_descriptor_flood_neither_stops_scrapes_nor_ingestion(daemon_factory, 
         append(logs / "p-1.jsonl", [{"ts": time.time(), "probs": [0.5, 0.5], "label": 0}] * 3)
         for _ in range(5):
             started = time.monotonic()
-            assert request(d.port, timeout_s=5)[0] == 200
-            assert time.monotonic() - started < 3
+            assert request(d.port)[0] == 200
+            assert time.monotonic() - started < 5
         d.wait_value("model_drift_predictions_total", 4, timeout_s=15, model="fraud")
         if when == "before start":
             assert d.value("drift_monitor_checkpoint_failures_total") == 0
