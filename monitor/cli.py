@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import tempfile
+from dataclasses import replace
 
 from monitor.config import LabelSourceConfig, SourceConfig, load_config, parse_duration, parse_listen
 from monitor.errors import ConfigError, ConfigErrors, MonitorError
@@ -21,7 +22,10 @@ def _run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
 
     listen = None if args.listen is None else _listen_address(args.listen)
-    return Daemon(load_config(args.config), args.config, listen=listen).run()
+    config = load_config(args.config)
+    if args.web_config_file is not None:
+        config = replace(config, web_config_file=os.path.abspath(args.web_config_file))
+    return Daemon(config, args.config, listen=listen).run()
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -33,6 +37,10 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if config.web_config_file is not None:
+        from monitor.http import load_web
+
+        load_web(config.web_config_file)
     if config.state_dir is not None and (problem := _state_dir_problem(config.state_dir)):
         raise ConfigErrors([ConfigError("state_dir", f"{config.state_dir}: {problem}")])
     # A glob that matches nothing yet is legal (the service may not have written its
@@ -179,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web.listen-address", dest="listen", metavar="HOST:PORT",
                      help="serve /metrics here instead of the config's `listen` "
                           "(the container image passes 0.0.0.0:9841)")
+    run.add_argument("--web.config.file", dest="web_config_file", default=None,
+                     help="exporter-toolkit web config (TLS, basic auth); overrides "
+                          "web_config_file in the config")
     run.set_defaults(func=_run)
     init = sub.add_parser("init", parents=[level],
                           help="write a starter config from a sample of your prediction logs",

@@ -149,6 +149,7 @@ class Config:
     http_sources: tuple[HttpSourceConfig, ...] = ()
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     default_model: ModelConfig | None = None
+    web_config_file: str | None = None  # exporter-toolkit web config: TLS, basic auth
 
 
 _show = reprlib.Repr()  # a value quoted in a message stays short, whatever its size
@@ -499,7 +500,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
     "models", "max_models", "max_line_bytes", "max_id_bytes", "max_clock_skew", "sum_tolerance",
-    "max_open_files", "http_sources",
+    "max_open_files", "http_sources", "web_config_file",
 }
 
 
@@ -511,6 +512,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         reader.fail("sources", "required: the config is empty")
     host, port = reader.get(data, "listen", "", parse_listen, ("127.0.0.1", 9841))
     state_dir = reader.get(data, "state_dir", "", _path, None)
+    web_config_file = reader.get(data, "web_config_file", "", _path, None)
 
     sources = []
     for key, is_labels in (("sources", False), ("labels", True)):
@@ -585,6 +587,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         http_sources=http,
         models=models,
         default_model=default,
+        web_config_file=None if web_config_file is None else _resolve(web_config_file, base_dir),
     )
     if len(models) > config.max_models:
         reader.fail("models", f"{len(models)} models configured, more than max_models={config.max_models}")

@@ -30,7 +30,7 @@ from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import CheckpointError, ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
 from monitor.formats import NO_COLUMNS
-from monitor.http import MetricsServer
+from monitor.http import MetricsServer, load_web
 from monitor.schemas import Schemas
 from monitor.spool import Ingest
 from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
@@ -278,6 +278,8 @@ class Daemon:
 
     def startup(self) -> None:
         assert self.config.state_dir is not None
+        # A bad web config is a config error (exit 2), found before any state is touched.
+        web = None if self.config.web_config_file is None else load_web(self.config.web_config_file)
         try:
             checkpoint.make_state_dir(self.config.state_dir)
         except OSError as exc:
@@ -305,18 +307,22 @@ class Daemon:
         try:
             self.server = MetricsServer(self.config.listen_host, self.config.listen_port,
                                         self.exposition.render, self._healthy,
-                                        lambda: self.snapshot is not None, self.ingest)
+                                        lambda: self.snapshot is not None,
+                                        Throttle(60.0, self.monotonic), web,
+                                        monotonic=self.monotonic, ingest=self.ingest)
         except OSError as exc:
             raise StateError(f"cannot listen on {self.config.listen_host}:"
                              f"{self.config.listen_port}: {exc.strerror}") from None
-        self.server.start()
+        # Serve only once start-up is done: nothing a client does can starve it then.
         self.observer = self._watch()
+        self.server.start()
         backlog = self.reader.backlog_bytes()
         if backlog > CATCH_UP_BYTES:
             self.catch_up = CatchUp(backlog, self.monotonic)
         # Start-up objects live for good: keep the cyclic GC from re-scanning them.
         gc.freeze()
-        log.info("started listen=http://%s:%d/metrics sources=%d models=%d",
+        log.info("started listen=%s://%s:%d/metrics sources=%d models=%d",
+                 "https" if web is not None and web.context is not None else "http",
                  self.config.listen_host, self.server.port, len(self.reader.sources),
                  len(self.config.models))
 
