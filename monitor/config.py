@@ -318,15 +318,6 @@ def parse_listen(value: object) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _zone(value: object) -> tzinfo:
-    """An IANA time zone name (`Europe/Berlin`, `UTC`)."""
-    name = _string(value)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {name!r}") from None
-
-
 def _fields(reader: _Reader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
     names = set(Fields.__dataclass_fields__)
     mapping = reader.mapping(raw, path, names)
@@ -607,7 +598,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.keys: list[str] = []  # key path of the node being composed
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # `index` is the key node of a mapping value, the position of a list item, or
         # None while composing a key.
         if isinstance(index, yaml.ScalarNode):
@@ -619,12 +610,14 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if len(self.keys) > MAX_YAML_DEPTH:
                 self._fail(f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
-            return super().compose_node(parent, index)  # type: ignore[misc]
+            return super().compose_node(parent, index)
         finally:
             self.keys.pop()
 
-    def compose_document(self) -> yaml.Node:
-        node = super().compose_document()  # type: ignore[misc]
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is None:
+            return None
         items = node.value if isinstance(node, yaml.MappingNode) else [(None, node)]
         sizes: dict[int, int] = {}
         total = 0

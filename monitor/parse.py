@@ -231,7 +231,7 @@ def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
     value = _lookup(obj, fields.model)
     if value is _MISSING or value is None:
         return default if default is not None else Reason.MISSING_FIELD
-    return value if valid_name(value) else Reason.BAD_MODEL
+    return value if isinstance(value, str) and valid_name(value) else Reason.BAD_MODEL
 
 
 def valid_name(value: object) -> bool:
@@ -328,7 +328,7 @@ def parse_predictions(
     rows: dict[str, _Rows] = {}
     classes_of: dict[str, tuple[str, ...]] = {}
     lines: list[bytes] | None = None
-    plain = range(n)
+    plain: Sequence[int] = range(n)
     if decoder is not None:
         records = decoder.decode_block(data, n)
         if records is None:
