@@ -309,9 +309,7 @@ class ModelState:
             if any(key.startswith(prefix) for key in state):
                 window.restore(part(prefix))
             elif isinstance(window, CountWindow):
-                # New in the config: empty, but numbered like the model's predictions so
-                # that labels joined later land on the right rows.
-                window.seen = self.predictions_total
+                window.start_at(self.predictions_total)
 
 
 def _prefixed(state: Mapping[str, Array], prefix: str) -> dict[str, Array]:
