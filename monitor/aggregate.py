@@ -290,8 +290,9 @@ class ModelState:
         return out
 
     def restore(self, state: Mapping[str, Array], *, same_reference: bool = True) -> None:
-        """Load what `state()` wrote; windows not in it (new in the config) start empty.
-        Every array must have exactly the dtype and shape this model's own have
+        """Load what `state()` wrote; windows not in it (new in the config) and a
+        reference not in it (a v0.1 checkpoint's, see checkpoint._upgrade_v2) start
+        empty. Every array must have exactly the dtype and shape this model's own have
         (CheckpointError otherwise): a restore never reshapes or broadcasts."""
         template = self.state()
 
@@ -311,16 +312,14 @@ class ModelState:
         if not loss[0] >= 0:  # NaN too: a sum of non-negative terms
             raise CheckpointError(f"log_loss_sum_total: {loss[0]} is not a sum of losses")
         self.log_loss_sum_total = float(loss[0])
-        if same_reference:
+        if same_reference and any(key.startswith("reference.") for key in state):
             self.reference.restore(part("reference."))
         for spec, window in zip(self.config.windows, self.windows):
             prefix = f"window.{spec.name}."
             if any(key.startswith(prefix) for key in state):
                 window.restore(part(prefix))
             elif isinstance(window, CountWindow):
-                # New in the config: empty, but numbered like the model's predictions so
-                # that labels joined later land on the right rows.
-                window.seen = self.predictions_total
+                window.start_at(self.predictions_total)
 
 
 def _prefixed(state: Mapping[str, Array], prefix: str) -> dict[str, Array]:

@@ -477,6 +477,10 @@ class Daemon:
         self.reader = Reader(self.config, self.aggregator, tail, self.monotonic)
         for name in dropped:
             log.warning("model state dropped on restore, its classes changed model=%s", name)
+        if saved.upgraded is not None:
+            log.warning("checkpoint of v0.1 upgraded: kept file offsets, counters and join "
+                        "stores; started empty (v0.1 sums lack columns of this version): %s; "
+                        "log_loss_sum_total starts at 0", "; ".join(saved.upgraded))
         log.info("checkpoint restored path=%s journal_records=%d%s", self.path, saved.records,
                  " torn_record_ignored=1" if saved.torn else "")
 
