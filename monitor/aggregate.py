@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -275,9 +276,9 @@ class ModelState:
                                                   total[lay.labelled_squares]))
         return label, prediction, logloss, calibration
 
-    def state(self) -> dict[str, Array]:
+    def state(self) -> dict[str, npt.NDArray[Any]]:
         """Arrays that restore this model exactly (for the checkpoint)."""
-        out: dict[str, npt.NDArray[np.generic]] = {
+        out: dict[str, npt.NDArray[Any]] = {
             "clock": np.array([self.clock, self.last_event_ts]),
             "predictions_total": np.array([self.predictions_total]),
             "labels_total": self.labels_total,
@@ -460,7 +461,8 @@ class Aggregator:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.models = Models(config)
-        self.counters = {s.name: SourceCounters() for s in (*config.sources, *config.labels)}
+        every: tuple[SourceConfig | LabelSourceConfig, ...] = (*config.sources, *config.labels)
+        self.counters = {s.name: SourceCounters() for s in every}
         self.stores: dict[str, JoinStore] = {}
         self.decoders: dict[str, BlockDecoder | None] = {}
         self.duplicates = {s.name: 0 for s in config.labels}

@@ -633,7 +633,7 @@ class _BoundedLoader(yaml.SafeLoader):
         # PyYAML's constructors for explicit tags trust the text: `!!float ""` raises
         # IndexError, `!!timestamp x` AttributeError, `!!int` of 5,000 digits ValueError.
         try:
-            return super().construct_object(node, deep)  # type: ignore[misc]
+            return super().construct_object(node, deep)
         except (ValueError, TypeError, IndexError, AttributeError, OverflowError):
             raise yaml.constructor.ConstructorError(
                 None, None, f"not a valid {node.tag.rpartition(':')[2]}: {show(node.value)}",

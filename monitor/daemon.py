@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, fields, replace
+from typing import Any
 
 from monitor import checkpoint, schema
 from monitor.aggregate import Aggregator, Snapshot, state_budget
@@ -125,7 +126,7 @@ class Reader:
             if old is not None and old.pattern == source.path:
                 self.tailers[source.name] = old
                 continue
-            saved = state.get(source.name) or next(
+            saved: dict[str, Any] = state.get(source.name) or next(
                 (v for v in state.values() if v.get("path") == source.path), {})
             self.tailers[source.name] = Tailer(
                 source.path,
@@ -255,6 +256,7 @@ class Daemon:
         self.aggregator = Aggregator(config)
         # Restart replays the join inputs since the snapshot: at most a few stores' worth.
         capacity = max((s.max_pending for s in config.labels), default=0)
+        assert config.state_dir is not None  # `run` requires it (config checks)
         self.journal = checkpoint.Journal(config.state_dir, state_budget(config),
                                           checkpoint.COMPACT_RATIO * max(capacity, 100_000))
         self.reader: Reader | None = None
@@ -379,7 +381,8 @@ class Daemon:
         """Handlers only enqueue; the old handlers come back on the way out."""
         wanted = {signal.SIGTERM: STOP, signal.SIGINT: STOP, signal.SIGHUP: RELOAD}
         previous = {
-            sig: signal.signal(sig, lambda signum, frame: self.messages.put(wanted[signum]))
+            sig: signal.signal(sig, lambda signum, frame: self.messages.put(
+                wanted[signal.Signals(signum)]))
             for sig in wanted
         }
         try:

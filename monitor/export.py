@@ -106,11 +106,11 @@ def model_families(models: tuple[ModelSnapshot, ...]) -> Iterator[Metric]:
             counter.add_metric([m.name], float(getattr(m, attr)))
         yield counter
     for name, doc, attr in CLASS_COUNTERS:
-        family = CounterMetricFamily(name, doc, labels=["model", "class"])
+        per_class = CounterMetricFamily(name, doc, labels=["model", "class"])
         for m in models:
             for cls, value in zip(m.classes, getattr(m, attr)):
-                family.add_metric([m.name, cls], float(value))
-        yield family
+                per_class.add_metric([m.name, cls], float(value))
+        yield per_class
 
 
 def line_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -199,7 +199,7 @@ class Exposition:
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The body of a scrape and its content type, negotiated from `accept`."""
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = choose_encoder(accept or "")
         snapshot = self.current()
         body = b""
         if snapshot is not None:

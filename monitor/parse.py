@@ -506,12 +506,12 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
         g = gathered.setdefault(model, ([], [], [], [], []))
         for column, item in zip(g, (i, ts, vector, label, request_id)):
             column.append(item)
-    for model, (index, ts, vectors, labels, ids) in gathered.items():
+    for model, (index, times, vectors, labels, ids) in gathered.items():
         k = len(classes_of[model])
         # A non-numeric entry makes its row NaN, which the range check then rejects.
         matrix = np.array([v if _numeric(v) else [np.nan] * k for v in vectors],
                           dtype=np.float64).reshape(len(vectors), k)
-        rows.setdefault(model, _Rows()).add(index, ts, matrix, labels, ids)
+        rows.setdefault(model, _Rows()).add(index, times, matrix, labels, ids)
 
 
 def _validated(model: str, r: _Rows, k: int, sum_tolerance: float, parsed: Parsed) -> Predictions:
@@ -615,7 +615,7 @@ def parse_labels(
             parsed.rejects.append(Reject(i, reason))
             continue
         index.append(i)
-        models.append(model)  # type: ignore[arg-type]  # a str or None here
+        models.append(model)
         ids.append(request_id)  # type: ignore[arg-type]
         labels.append(label)
         stamps.append(ts)

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from monitor.config import _choice, _join, _Reader, _resolve, _string
 from monitor.errors import ConfigError, ConfigErrors
