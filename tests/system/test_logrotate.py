@@ -69,15 +69,17 @@ def settled(d: DaemonProcess, quiet_s: float = 2.0, timeout_s: float = 60) -> fl
     return last[0]
 
 
-def sequences_in(folder: Path, prefix: str) -> set[str]:
+def sequences_in(folder: Path, prefix: str, compressed: bool = True) -> set[str]:
     """The distinct `id`s of the complete, well-formed lines in every file of `folder`
-    whose name starts with `prefix` (gzip files decompressed)."""
+    whose name starts with `prefix` (gzip files decompressed, or left out)."""
     ids: set[str] = set()
     for path in folder.iterdir():
         if not path.name.startswith(prefix):
             continue
         data = path.read_bytes()
         if data[:2] == b"\x1f\x8b":
+            if not compressed:
+                continue
             data = gzip.decompress(data)
         for line in data.split(b"\n")[:-1]:  # the last piece has no newline: partial
             try:
@@ -166,7 +168,13 @@ def test_logrotate_copytruncate_never_counts_a_line_twice(daemon_factory, logs, 
     destroyed = writer.total - len(present)
     print(f"copytruncate: written={writer.total} in files={len(present)} "
           f"destroyed={destroyed} counted={total}")
-    assert len(present) <= total <= writer.total, d.log()[-3000:]
+    # With compress and no delaycompress, gzip replaces the copy at once: the lines
+    # written after our last read of the original and before the copy may be in the
+    # .gz alone, which is skipped (README: what stays lost). All we must have read then
+    # is every line of the files left as text.
+    readable = present if "delaycompress" in directives or "compress" not in directives \
+        else sequences_in(logs, "preds.log", compressed=False)
+    assert len(readable) <= total <= writer.total, d.log()[-3000:]
     events = file_events(d)
     assert events["truncated"] == events["copied"] == ROTATIONS, events
     assert_compressed_skipped(d, logs)
