@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -275,9 +276,9 @@ class ModelState:
                                                   total[lay.labelled_squares]))
         return label, prediction, logloss, calibration
 
-    def state(self) -> dict[str, Array]:
+    def state(self) -> dict[str, npt.NDArray[Any]]:
         """Arrays that restore this model exactly (for the checkpoint)."""
-        out: dict[str, Array] = {
+        out: dict[str, npt.NDArray[Any]] = {
             "clock": np.array([self.clock, self.last_event_ts]),
             "predictions_total": np.array([self.predictions_total]),
             "labels_total": self.labels_total,
@@ -290,8 +291,9 @@ class ModelState:
         return out
 
     def restore(self, state: Mapping[str, Array], *, same_reference: bool = True) -> None:
-        """Load what `state()` wrote; windows not in it (new in the config) start empty.
-        Every array must have exactly the dtype and shape this model's own have
+        """Load what `state()` wrote; windows not in it (new in the config) and a
+        reference not in it (a v0.1 checkpoint's, see checkpoint._upgrade_v2) start
+        empty. Every array must have exactly the dtype and shape this model's own have
         (CheckpointError otherwise): a restore never reshapes or broadcasts."""
         template = self.state()
 
@@ -311,16 +313,14 @@ class ModelState:
         if not loss[0] >= 0:  # NaN too: a sum of non-negative terms
             raise CheckpointError(f"log_loss_sum_total: {loss[0]} is not a sum of losses")
         self.log_loss_sum_total = float(loss[0])
-        if same_reference:
+        if same_reference and any(key.startswith("reference.") for key in state):
             self.reference.restore(part("reference."))
         for spec, window in zip(self.config.windows, self.windows):
             prefix = f"window.{spec.name}."
             if any(key.startswith(prefix) for key in state):
                 window.restore(part(prefix))
             elif isinstance(window, CountWindow):
-                # New in the config: empty, but numbered like the model's predictions so
-                # that labels joined later land on the right rows.
-                window.seen = self.predictions_total
+                window.start_at(self.predictions_total)
 
 
 def _prefixed(state: Mapping[str, Array], prefix: str) -> dict[str, Array]:
@@ -461,9 +461,10 @@ class Aggregator:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.models = Models(config)
-        self.counters = {s.name: SourceCounters() for s in (*config.sources, *config.labels)}
+        every: tuple[SourceConfig | LabelSourceConfig, ...] = (*config.sources, *config.labels)
+        self.counters = {s.name: SourceCounters() for s in every}
         self.stores: dict[str, JoinStore] = {}
-        self.decoders: dict[str, BlockDecoder | bool | None] = {}
+        self.decoders: dict[str, BlockDecoder | None] = {}
         self.duplicates = {s.name: 0 for s in config.labels}
         self.recording = False  # join stores record their inputs for the journal
         # Replay: the event time of the last line read per model (see `_within_skew`).
@@ -487,33 +488,35 @@ class Aggregator:
         return store
 
     def _decoder(self, source: SourceConfig) -> BlockDecoder | None:
-        decoder = self.decoders.get(source.name, False)
-        if decoder is False:
+        if source.name not in self.decoders:
             wanted = ("timestamp", "model", "probabilities", "label", "id")
             fields = source.fields if source.format == "jsonl" else formats.CANONICAL
             try:
-                decoder = BlockDecoder(fields, wanted)
-            except ValueError:
-                decoder = None  # overlapping field paths: the plain path handles them
-            self.decoders[source.name] = decoder
-        return decoder
+                self.decoders[source.name] = BlockDecoder(fields, wanted)
+            except ValueError:  # overlapping field paths: the plain path handles them
+                self.decoders[source.name] = None
+        return self.decoders[source.name]
+
+    @staticmethod
+    def _transcode(source: SourceConfig | LabelSourceConfig, data: bytes, lines: int,
+                   columns: formats.Columns, labels: bool) -> formats.Transcoded:
+        """A model server's own format as canonical JSON Lines; JSON Lines as they are."""
+        if source.format == "jsonl":
+            return formats.Transcoded.unchanged(data, lines, source.fields)
+        return formats.transcode(source.format, data, source.fields, source.timezone, labels,
+                                 columns)
 
     def ingest_predictions(self, source: SourceConfig, data: bytes, lines: int, now: float,
                            arrival: float, columns: formats.Columns = formats.NO_COLUMNS
                            ) -> list[Reject]:
         """Parse and aggregate a block of `lines` complete lines; `arrival` stamps lines
         without a time. `columns`: what a BentoML source's schema file says."""
-        zone, cfg = source.timezone, self.config
-        limits = {"max_skew_s": cfg.max_clock_skew_s, "max_id_bytes": cfg.max_id_bytes}
-        if source.format == "jsonl":
-            parsed = parse_predictions(data, lines, source.fields, source.model, self.models,
-                                       arrival, cfg.sum_tolerance, self._decoder(source),
-                                       zone=zone, **limits)
-        else:
-            block = formats.transcode(source.format, data, source.fields, zone, False, columns)
-            parsed = block.restore(parse_predictions(
-                block.data, block.lines, formats.CANONICAL, source.model, self.models, arrival,
-                cfg.sum_tolerance, self._decoder(source), **limits))
+        cfg = self.config
+        block = self._transcode(source, data, lines, columns, labels=False)
+        parsed = block.restore(parse_predictions(
+            block.data, block.lines, block.fields, source.model, self.models, arrival,
+            cfg.sum_tolerance, self._decoder(source), max_skew_s=cfg.max_clock_skew_s,
+            zone=source.timezone, max_id_bytes=cfg.max_id_bytes))
         late = 0
         for name, batch in parsed.predictions.items():
             model = self.models[name]
@@ -571,15 +574,11 @@ class Aggregator:
         default = source.model
         if default is None and len(self.config.models) == 1:
             default = next(iter(self.config.models))
-        zone, cfg = source.timezone, self.config
-        limits = {"max_skew_s": cfg.max_clock_skew_s, "max_id_bytes": cfg.max_id_bytes}
-        if source.format == "jsonl":
-            parsed = parse_labels(data, source.fields, default, _FedBy(self.models, source), arrival,
-                                  zone=zone, **limits)
-        else:
-            block = formats.transcode(source.format, data, source.fields, zone, True, columns)
-            parsed = block.restore(parse_labels(block.data, formats.CANONICAL, default,
-                                                _FedBy(self.models, source), arrival, **limits))
+        cfg = self.config
+        block = self._transcode(source, data, lines, columns, labels=True)
+        parsed = block.restore(parse_labels(
+            block.data, block.fields, default, _FedBy(self.models, source), arrival,
+            max_skew_s=cfg.max_clock_skew_s, zone=source.timezone, max_id_bytes=cfg.max_id_bytes))
         labels = parsed.labels
         assert labels is not None
         unowned = [i for i, m in enumerate(labels.model) if m is None]

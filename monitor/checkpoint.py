@@ -382,6 +382,9 @@ class Saved:
     joins: JoinInputs = field(default_factory=list)
     records: int = 0
     torn: bool = False
+    # A v0.1 (version 2) snapshot: the parts of each model that start empty, as
+    # "<model>: <part>, ..." (see `_upgrade_v2`); None for a snapshot of this version.
+    upgraded: list[str] | None = None
 
 
 def _join_inputs(meta: dict, arrays: Mapping[str, npt.NDArray]) -> JoinInputs:
@@ -436,12 +439,13 @@ def load(state_dir: str, budget: int) -> Saved | None:
 def restore(meta: dict, arrays: Arrays, journal: bytes, budget: int) -> Saved:
     """A decoded snapshot with the records of `journal` (the journal file's bytes) that
     continue it applied. Pure: the fuzz tests call it on bytes."""
+    upgraded = None
     if meta.get("version") == 2:
-        meta, arrays = _upgrade_v2(meta, arrays)
+        meta, arrays, upgraded = _upgrade_v2(meta, arrays)
     generation = meta.get("generation", 0)
     if not isinstance(generation, int) or isinstance(generation, bool):
         raise CheckpointError("checkpoint generation is not an integer")
-    saved = Saved(meta, arrays)
+    saved = Saved(meta, arrays, upgraded=upgraded)
     header = len(JOURNAL_MAGIC) + GENERATION.size
     if len(journal) < header:
         return saved  # none, or a header cut short: nothing was appended to it
@@ -461,22 +465,41 @@ def restore(meta: dict, arrays: Arrays, journal: bytes, budget: int) -> Saved:
     return saved
 
 
-def _upgrade_v2(meta: dict, arrays: Arrays) -> tuple[dict, Arrays]:
-    """Version 2 kept each join store inside its model's entry, arrays `j<model>.`;
-    version 3 lists the stores apart, arrays `j<store>.`."""
+# A v0.1 model's parts whose sum rows lack columns of this version's (see `_upgrade_v2`).
+V2_EMPTIED = ("reference.", "window.")
+
+
+def _upgrade_v2(meta: dict, arrays: Arrays) -> tuple[dict, Arrays, list[str]]:
+    """A version 2 (v0.1) snapshot as version 3 has it, and what starts empty.
+
+    Version 2 kept each join store inside its model's entry, arrays `j<model>.`;
+    version 3 lists the stores apart, arrays `j<store>.`. The offsets, counters and join
+    stores carry over exactly. A v0.1 sum row (time windows, references) lacks the sums
+    of p^2 and every labelled-row sum but the label counts and log loss, and a v0.1
+    count window lacks its rows' event times: none can be rebuilt, and half a row would
+    export statistics of sums that do not belong together, so each model's windows and
+    reference are left out (they start empty, as a window new in the config does).
+    `log_loss_sum_total` did not exist: it starts at 0."""
     aggregator = meta.get("aggregator")
     if not isinstance(aggregator, dict) or not isinstance(aggregator.get("models"), list):
-        return meta, arrays  # the aggregator's own checks report it
+        return meta, arrays, []  # the aggregator's own checks report it
     stores: list[dict] = []
     out = {k: v for k, v in arrays.items() if not k.startswith("j")}
-    models = aggregator["models"]
-    for i, entry in enumerate(models):
+    emptied = []
+    for i, entry in enumerate(aggregator["models"]):
+        gone = [k for k in out if k.startswith(tuple(f"m{i}.{p}" for p in V2_EMPTIED))]
+        parts = sorted({k[len(f"m{i}."):].rsplit(".", 1)[0] for k in gone})
+        for key in gone:
+            del out[key]
+        out[f"m{i}.log_loss_sum_total"] = np.zeros(1)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        emptied.append(f"{name}: {', '.join(parts) or 'nothing'}")
         if isinstance(entry, dict) and "join" in entry:
             prefix, n = f"j{i}.", len(stores)
-            stores.append({"model": entry.get("name"), "join": entry["join"]})
+            stores.append({"model": name, "join": entry["join"]})
             out.update({f"j{n}.{k[len(prefix):]}": v for k, v in arrays.items()
                         if k.startswith(prefix)})
-    return {**meta, "stores": stores}, out
+    return {**meta, "stores": stores}, out, emptied
 
 
 def move_aside(state_dir: str, now: float) -> list[str]:

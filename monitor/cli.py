@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 import gc
 import glob as globlib
-import json
 import logging
-import math
 import os
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from dataclasses import replace
 
-from monitor.aggregate import Aggregator, ModelSnapshot
-from monitor.config import LabelSourceConfig, SourceConfig, load_config, parse_listen
+from monitor.config import LabelSourceConfig, SourceConfig, load_config, parse_duration, parse_listen
 from monitor.errors import ConfigError, ConfigErrors, MonitorError
 from monitor.export import VERSION
 
@@ -26,7 +22,10 @@ def _run(args: argparse.Namespace) -> int:
     from monitor.daemon import Daemon
 
     listen = None if args.listen is None else _listen_address(args.listen)
-    return Daemon(load_config(args.config), args.config, listen=listen).run()
+    config = load_config(args.config)
+    if args.web_config_file is not None:
+        config = replace(config, web_config_file=os.path.abspath(args.web_config_file))
+    return Daemon(config, args.config, listen=listen).run()
 
 
 def _listen_address(text: str) -> tuple[str, int]:
@@ -38,6 +37,10 @@ def _listen_address(text: str) -> tuple[str, int]:
 
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if config.web_config_file is not None:
+        from monitor.http import load_web
+
+        load_web(config.web_config_file)
     if config.state_dir is not None and (problem := _state_dir_problem(config.state_dir)):
         raise ConfigErrors([ConfigError("state_dir", f"{config.state_dir}: {problem}")])
     # A glob that matches nothing yet is legal (the service may not have written its
@@ -78,53 +81,20 @@ def _state_dir_problem(path: str) -> str | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from monitor.daemon import Reader
+    from monitor.replay import run_replay
 
-    config = load_config(args.config)
-    aggregator = Aggregator(config)
-    reader = Reader(config, aggregator, from_start=True)
+    if args.openmetrics and args.step is None:
+        raise ConfigError("--openmetrics", "needs --step")
     gc.freeze()  # start-up objects live for good: keep the cyclic GC off them
-    progress = Progress(time.monotonic) if sys.stderr.isatty() else None
-    done = 0
-    # The clock is the newest event time read: no wall clock moves the windows.
-    while read := reader.step(now=-math.inf, arrival=time.time()):
-        done += read
-        if progress is not None:
-            lines = sum(sum(c.lines.values()) for c in aggregator.counters.values())
-            progress.show(done, done + reader.backlog_bytes(), lines)
-    reader.warn_unmatched()
-    reader.close()
-    if progress is not None:
-        sys.stderr.write("\n")
-    snapshot = aggregator.snapshot(-math.inf)
-    if args.json:
-        from monitor.export import samples
-
-        json.dump({"metrics": samples(snapshot.models)}, sys.stdout, indent=1)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(format_table(snapshot.models))
-    return 0
+    return run_replay(load_config(args.config), json_out=args.json, openmetrics=args.openmetrics,
+                      step_s=args.step, instance=args.instance)
 
 
-class Progress:
-    """Bytes done of total, lines/s and ETA on one rewritten stderr line, at most 2/s."""
-
-    def __init__(self, monotonic: Callable[[], float]) -> None:
-        self.monotonic = monotonic
-        self.started = monotonic()
-        self.last = -math.inf
-
-    def show(self, done: int, total: int, lines: int) -> None:
-        now = self.monotonic()
-        if now - self.last < 0.5:
-            return
-        self.last = now
-        elapsed = max(now - self.started, 1e-9)
-        eta = (total - done) / max(done / elapsed, 1.0)
-        sys.stderr.write(f"\rreplay {done / 2**20:,.1f} of {total / 2**20:,.1f} MiB  "
-                         f"{lines / elapsed:,.0f} lines/s  eta {eta:,.0f}s ")
-        sys.stderr.flush()
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 SAMPLE_LINES = 1000  # lines `init` reads, from the matched files in name order
@@ -176,27 +146,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(port=args.port, duration_s=args.duration)
 
 
-def _fmt(value: float, digits: int = 6) -> str:
-    return f"{value:.{digits}f}" if math.isfinite(value) else "-"
-
-
-def format_table(models: tuple[ModelSnapshot, ...]) -> str:
-    """Per model and window: counts and divergences ('-' where below min_samples)."""
-    head = ("model", "window", "preds", "labels", "kl", "cross_ent", "js", "pred_kl", "log_loss")
-    rows = [head]
-    for m in models:
-        for i, window in enumerate(m.windows):
-            rows.append((m.name, window, f"{m.window_predictions[i]:.0f}",
-                         f"{m.window_labels[i]:.0f}", _fmt(m.kl_divergence[i]),
-                         _fmt(m.cross_entropy[i]), _fmt(m.js_divergence[i]),
-                         _fmt(m.prediction_kl_divergence[i]), _fmt(m.log_loss[i])))
-    widths = [max(len(r[c]) for r in rows) for c in range(len(head))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    refs = [f"{m.name}: reference entropy {_fmt(m.reference_entropy)} nats over "
-            f"{m.reference_labels:.0f} labels" for m in models]
-    return "\n".join([*lines, "", *refs]) + "\n"
-
-
 RUN_EPILOG = """\
 signals:
   SIGTERM, SIGINT  final checkpoint, then exit 0 (within 5 s)
@@ -238,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--web.listen-address", dest="listen", metavar="HOST:PORT",
                      help="serve /metrics here instead of the config's `listen` "
                           "(the container image passes 0.0.0.0:9841)")
+    run.add_argument("--web.config.file", dest="web_config_file", default=None,
+                     help="exporter-toolkit web config (TLS, basic auth); overrides "
+                          "web_config_file in the config")
     run.set_defaults(func=_run)
     init = sub.add_parser("init", parents=[level],
                           help="write a starter config from a sample of your prediction logs",
@@ -262,7 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", parents=[level],
                             help="read every source once and print the final values")
     _config_arguments(replay)
-    replay.add_argument("--json", action="store_true", help="print JSON with the metric names")
+    output = replay.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON with the metric names "
+                        "(with --step: JSON Lines, one object per step)")
+    replay.add_argument("--step", metavar="DURATION", type=_duration,
+                        help="print the values at every multiple of DURATION (e.g. 1m) of event "
+                        "time instead of only at the end")
+    output.add_argument("--openmetrics", action="store_true",
+                        help="with --step: one OpenMetrics text with timestamps, for "
+                        "`promtool tsdb create-blocks-from openmetrics`")
+    replay.add_argument("--instance", default="replay",
+                        help='the instance label of the --openmetrics series (default "replay")')
     replay.set_defaults(func=_replay)
     return parser
 

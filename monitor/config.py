@@ -149,6 +149,7 @@ class Config:
     http_sources: tuple[HttpSourceConfig, ...] = ()
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     default_model: ModelConfig | None = None
+    web_config_file: str | None = None  # exporter-toolkit web config: TLS, basic auth
 
 
 _show = reprlib.Repr()  # a value quoted in a message stays short, whatever its size
@@ -315,15 +316,6 @@ def parse_listen(value: object) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT (0.0.0.0:PORT for every interface), got {show(value)}")
     return host.strip("[]"), int(port)
-
-
-def _zone(value: object) -> tzinfo:
-    """An IANA time zone name (`Europe/Berlin`, `UTC`)."""
-    name = _string(value)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"expected an IANA time zone such as Europe/Berlin, got {name!r}") from None
 
 
 def _fields(reader: _Reader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
@@ -499,7 +491,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
 _TOP = {
     "listen", "state_dir", "checkpoint_interval", "poll_interval", "watch", "sources", "labels",
     "models", "max_models", "max_line_bytes", "max_id_bytes", "max_clock_skew", "sum_tolerance",
-    "max_open_files", "http_sources",
+    "max_open_files", "http_sources", "web_config_file",
 }
 
 
@@ -511,6 +503,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         reader.fail("sources", "required: the config is empty")
     host, port = reader.get(data, "listen", "", parse_listen, ("127.0.0.1", 9841))
     state_dir = reader.get(data, "state_dir", "", _path, None)
+    web_config_file = reader.get(data, "web_config_file", "", _path, None)
 
     sources = []
     for key, is_labels in (("sources", False), ("labels", True)):
@@ -585,6 +578,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
         http_sources=http,
         models=models,
         default_model=default,
+        web_config_file=None if web_config_file is None else _resolve(web_config_file, base_dir),
     )
     if len(models) > config.max_models:
         reader.fail("models", f"{len(models)} models configured, more than max_models={config.max_models}")
@@ -604,7 +598,7 @@ class _BoundedLoader(yaml.SafeLoader):
         super().__init__(stream)
         self.keys: list[str] = []  # key path of the node being composed
 
-    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         # `index` is the key node of a mapping value, the position of a list item, or
         # None while composing a key.
         if isinstance(index, yaml.ScalarNode):
@@ -616,12 +610,14 @@ class _BoundedLoader(yaml.SafeLoader):
         try:
             if len(self.keys) > MAX_YAML_DEPTH:
                 self._fail(f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
-            return super().compose_node(parent, index)  # type: ignore[misc]
+            return super().compose_node(parent, index)
         finally:
             self.keys.pop()
 
-    def compose_document(self) -> yaml.Node:
-        node = super().compose_document()  # type: ignore[misc]
+    def compose_document(self) -> yaml.Node | None:
+        node = super().compose_document()
+        if node is None:
+            return None
         items = node.value if isinstance(node, yaml.MappingNode) else [(None, node)]
         sizes: dict[int, int] = {}
         total = 0
@@ -637,7 +633,7 @@ class _BoundedLoader(yaml.SafeLoader):
         # PyYAML's constructors for explicit tags trust the text: `!!float ""` raises
         # IndexError, `!!timestamp x` AttributeError, `!!int` of 5,000 digits ValueError.
         try:
-            return super().construct_object(node, deep)  # type: ignore[misc]
+            return super().construct_object(node, deep)
         except (ValueError, TypeError, IndexError, AttributeError, OverflowError):
             raise yaml.constructor.ConstructorError(
                 None, None, f"not a valid {node.tag.rpartition(':')[2]}: {show(node.value)}",

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, fields, replace
+from typing import Any
 
 from monitor import checkpoint, schema
 from monitor.aggregate import Aggregator, Snapshot, state_budget
@@ -30,7 +31,7 @@ from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
 from monitor.errors import CheckpointError, ConfigError, ConfigErrors, StateError
 from monitor.export import Exposition
 from monitor.formats import NO_COLUMNS
-from monitor.http import MetricsServer
+from monitor.http import MetricsServer, load_web
 from monitor.schemas import Schemas
 from monitor.spool import Ingest
 from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
@@ -125,7 +126,7 @@ class Reader:
             if old is not None and old.pattern == source.path:
                 self.tailers[source.name] = old
                 continue
-            saved = state.get(source.name) or next(
+            saved: dict[str, Any] = state.get(source.name) or next(
                 (v for v in state.values() if v.get("path") == source.path), {})
             self.tailers[source.name] = Tailer(
                 source.path,
@@ -156,7 +157,7 @@ class Reader:
             tailer = self.tailers[source.name]
             before = tailer.progress
             for block in tailer.poll(budget):
-                self._ingest(source, block, now, stamp)
+                self.ingest(source, block, now, stamp)
             for reason, n in tailer.take_skips().items():
                 self.aggregator.skip_files(source.name, reason, n)
             for event, n in tailer.take_events().items():
@@ -164,8 +165,8 @@ class Reader:
             total += tailer.progress - before
         return total
 
-    def _ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
-                arrival: float) -> None:
+    def ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
+               arrival: float) -> None:
         if block.too_long:
             self.aggregator.reject_too_long(source.name)
             self._log_reject(source.name, block.path, block.first_line, "too_long")
@@ -255,6 +256,7 @@ class Daemon:
         self.aggregator = Aggregator(config)
         # Restart replays the join inputs since the snapshot: at most a few stores' worth.
         capacity = max((s.max_pending for s in config.labels), default=0)
+        assert config.state_dir is not None  # `run` requires it (config checks)
         self.journal = checkpoint.Journal(config.state_dir, state_budget(config),
                                           checkpoint.COMPACT_RATIO * max(capacity, 100_000))
         self.reader: Reader | None = None
@@ -278,6 +280,8 @@ class Daemon:
 
     def startup(self) -> None:
         assert self.config.state_dir is not None
+        # A bad web config is a config error (exit 2), found before any state is touched.
+        web = None if self.config.web_config_file is None else load_web(self.config.web_config_file)
         try:
             checkpoint.make_state_dir(self.config.state_dir)
         except OSError as exc:
@@ -305,18 +309,22 @@ class Daemon:
         try:
             self.server = MetricsServer(self.config.listen_host, self.config.listen_port,
                                         self.exposition.render, self._healthy,
-                                        lambda: self.snapshot is not None, self.ingest)
+                                        lambda: self.snapshot is not None,
+                                        Throttle(60.0, self.monotonic), web,
+                                        monotonic=self.monotonic, ingest=self.ingest)
         except OSError as exc:
             raise StateError(f"cannot listen on {self.config.listen_host}:"
                              f"{self.config.listen_port}: {exc.strerror}") from None
-        self.server.start()
+        # Serve only once start-up is done: nothing a client does can starve it then.
         self.observer = self._watch()
+        self.server.start()
         backlog = self.reader.backlog_bytes()
         if backlog > CATCH_UP_BYTES:
             self.catch_up = CatchUp(backlog, self.monotonic)
         # Start-up objects live for good: keep the cyclic GC from re-scanning them.
         gc.freeze()
-        log.info("started listen=http://%s:%d/metrics sources=%d models=%d",
+        log.info("started listen=%s://%s:%d/metrics sources=%d models=%d",
+                 "https" if web is not None and web.context is not None else "http",
                  self.config.listen_host, self.server.port, len(self.reader.sources),
                  len(self.config.models))
 
@@ -373,7 +381,8 @@ class Daemon:
         """Handlers only enqueue; the old handlers come back on the way out."""
         wanted = {signal.SIGTERM: STOP, signal.SIGINT: STOP, signal.SIGHUP: RELOAD}
         previous = {
-            sig: signal.signal(sig, lambda signum, frame: self.messages.put(wanted[signum]))
+            sig: signal.signal(sig, lambda signum, frame: self.messages.put(
+                wanted[signal.Signals(signum)]))
             for sig in wanted
         }
         try:
@@ -471,6 +480,10 @@ class Daemon:
         self.reader = Reader(self.config, self.aggregator, tail, self.monotonic)
         for name in dropped:
             log.warning("model state dropped on restore, its classes changed model=%s", name)
+        if saved.upgraded is not None:
+            log.warning("checkpoint of v0.1 upgraded: kept file offsets, counters and join "
+                        "stores; started empty (v0.1 sums lack columns of this version): %s; "
+                        "log_loss_sum_total starts at 0", "; ".join(saved.upgraded))
         log.info("checkpoint restored path=%s journal_records=%d%s", self.path, saved.records,
                  " torn_record_ignored=1" if saved.torn else "")
 

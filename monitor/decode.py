@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import msgspec
 import numpy as np
@@ -66,7 +66,7 @@ class BlockDecoder:
         if len(leaves) != len(paths) or any(p[:-1] in leaves for p in leaves):
             raise ValueError("overlapping field paths")  # e.g. `out` and `out.scores`
         self.root = self._struct((), names, leaves)
-        self.decoder = msgspec.json.Decoder(self.root)
+        self.decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(self.root)
         self.get = {name: _getter(path, names) for name, path in paths.items()}
         # One parser, reused: a fresh one per block re-allocates (and page-faults) its
         # buffers every time, which cost more than the parse at K=100.
@@ -117,8 +117,8 @@ class BlockDecoder:
         if None not in raws and all(raws):  # an absent field decodes to an empty Raw
             text = b"[" + b",".join(raws) + b"]"
             try:
-                doc = self.parser.parse(text)
-                lengths = np.fromiter(map(len, doc), np.int64, n)
+                doc = cast(simdjson.Array, self.parser.parse(text))  # text is a list
+                lengths = np.fromiter(map(len, doc), np.int64, n)  # type: ignore[arg-type]
                 values = np.frombuffer(doc.as_buffer(of_type="d"))
             except (ValueError, TypeError):  # an object, a string, null inside
                 values = np.zeros(0)

@@ -28,9 +28,9 @@ from dataclasses import replace
 from importlib import resources
 
 from monitor.aggregate import Snapshot
-from monitor.cli import format_table
 from monitor.config import load_config
 from monitor.daemon import STOP, Daemon
+from monitor.replay import format_table, min_samples_of
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,8 @@ class Table(threading.Thread):
             phase = ("drift injected" if elapsed > DRIFT_AFTER_S
                      else f"drift starts in {DRIFT_AFTER_S - elapsed:.0f}s")
             text = (f"drift-monitor demo  {self.url}  ({phase}; Ctrl-C to stop)\n\n"
-                    + format_table(snapshot.models))
+                    + format_table(snapshot.models,
+                                   min_samples_of(self.daemon_.config, snapshot)))
             sys.stdout.write(("\x1b[H\x1b[J" if self.tty else "\n") + text)
             sys.stdout.flush()
 

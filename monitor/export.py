@@ -106,18 +106,30 @@ def model_families(models: tuple[ModelSnapshot, ...]) -> Iterator[Metric]:
             counter.add_metric([m.name], float(getattr(m, attr)))
         yield counter
     for name, doc, attr in CLASS_COUNTERS:
-        family = CounterMetricFamily(name, doc, labels=["model", "class"])
+        per_class = CounterMetricFamily(name, doc, labels=["model", "class"])
         for m in models:
             for cls, value in zip(m.classes, getattr(m, attr)):
-                family.add_metric([m.name, cls], float(value))
-        yield family
+                per_class.add_metric([m.name, cls], float(value))
+        yield per_class
 
 
-def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
+def line_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """Lines read per source and status, rejections per reason."""
     lines = CounterMetricFamily("drift_monitor_lines", "Lines read, by status",
                                 labels=["source", "status"])
     rejected = CounterMetricFamily("drift_monitor_rejected_lines", "Rejected lines, by reason",
                                    labels=["source", "reason"])
+    for s in snapshot.sources:
+        for status, n in s.lines.items():
+            lines.add_metric([s.name, status], float(n))
+        for reason, n in s.rejected.items():
+            rejected.add_metric([s.name, reason], float(n))
+    yield lines
+    yield rejected
+
+
+def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
+    yield from line_families(snapshot)
     skipped = CounterMetricFamily("drift_monitor_skipped_files",
                                   "Files matched by a glob and not read, by reason",
                                   labels=["source", "reason"])
@@ -127,14 +139,8 @@ def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
     for s in snapshot.sources:
         for event, n in s.file_events.items():
             events.add_metric([s.name, event], float(n))
-        for status, n in s.lines.items():
-            lines.add_metric([s.name, status], float(n))
-        for reason, n in s.rejected.items():
-            rejected.add_metric([s.name, reason], float(n))
         for reason, n in s.skipped_files.items():
             skipped.add_metric([s.name, reason], float(n))
-    yield lines
-    yield rejected
     yield skipped
     yield events
     for kind, name, doc, attr in JOIN_METRICS:
@@ -193,7 +199,7 @@ class Exposition:
 
     def render(self, accept: str | None) -> tuple[bytes, str]:
         """The body of a scrape and its content type, negotiated from `accept`."""
-        encoder, content_type = choose_encoder(accept)
+        encoder, content_type = choose_encoder(accept or "")
         snapshot = self.current()
         body = b""
         if snapshot is not None:
@@ -232,10 +238,16 @@ def _snapshot_families(snapshot: Snapshot) -> Iterator[Metric]:
 EOF = b"# EOF\n"
 
 
-def samples(models: tuple[ModelSnapshot, ...]) -> list[dict]:
-    """The model_drift_* samples as /metrics shows them, for `replay --json`."""
+def replay_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """What replay prints: the model_drift_* families and the line counters."""
+    yield from model_families(snapshot.models)
+    yield from line_families(snapshot)
+
+
+def samples(snapshot: Snapshot) -> list[dict]:
+    """The samples of `replay_families` as /metrics shows them, for `replay --json`."""
     return [
         {"name": s.name, "labels": dict(s.labels), "value": s.value}
-        for family in model_families(models)
+        for family in replay_families(snapshot)
         for s in family.samples
     ]

@@ -75,20 +75,29 @@ class Transcoded:
 
     data: bytes
     lines: int
-    origin: list[int] = field(default_factory=list)
+    origin: list[int] | None = field(default_factory=list)  # None: lines are the source's
     rejects: list[Reject] = field(default_factory=list)
     blank: int = 0
+    fields: Fields = CANONICAL  # the field names the parser reads in `data`
+
+    @classmethod
+    def unchanged(cls, data: bytes, lines: int, fields: Fields) -> Transcoded:
+        """A JSON Lines block as it is: the parser reads the source's own lines."""
+        return cls(data, lines, None, fields=fields)
 
     def restore(self, parsed: Parsed) -> Parsed:
         """The parser's answer on the canonical lines, in source line numbers, with the
         lines this format already rejected (or found blank) added."""
+        if self.origin is None:
+            return parsed
         origin = np.asarray(self.origin, dtype=np.int64)
         for batch in parsed.predictions.values():
             batch.index = origin[batch.index]
         if parsed.labels is not None:
             parsed.labels.index = origin[parsed.labels.index]
         parsed.rejects = sorted(
-            [Reject(self.origin[r.index], r.reason) for r in parsed.rejects] + self.rejects,
+            [Reject(self.origin[r.index], r.reason, r.detail) for r in parsed.rejects]
+            + self.rejects,
             key=lambda r: r.index)
         parsed.blank += self.blank
         return parsed
@@ -100,7 +109,8 @@ def transcode(kind: str, data: bytes, fields: Fields, zone: tzinfo, labels: bool
     (`bentoml`, `sagemaker` or `kserve`), as canonical lines."""
     record = _RECORDS[(kind, labels)]
     out: list[bytes] = []
-    result = Transcoded(b"", 0)
+    origin: list[int] = []
+    result = Transcoded(b"", 0, origin)
     for i, line in enumerate(data.split(b"\n")[:-1]):
         if not line.strip():
             result.blank += 1
@@ -113,11 +123,11 @@ def transcode(kind: str, data: bytes, fields: Fields, zone: tzinfo, labels: bool
         if isinstance(row, Reason):
             result.rejects.append(Reject(i, row))
             continue
-        result.origin.append(i)
+        origin.append(i)
         out.append(line if row is obj else json.dumps(row, separators=(",", ":")).encode())
     out.append(b"")
     result.data = b"\n".join(out) if len(out) > 1 else b""
-    result.lines = len(result.origin)
+    result.lines = len(origin)
     return result
 
 

@@ -231,7 +231,7 @@ def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
     value = _lookup(obj, fields.model)
     if value is _MISSING or value is None:
         return default if default is not None else Reason.MISSING_FIELD
-    return value if valid_name(value) else Reason.BAD_MODEL
+    return value if isinstance(value, str) and valid_name(value) else Reason.BAD_MODEL
 
 
 def valid_name(value: object) -> bool:
@@ -328,7 +328,7 @@ def parse_predictions(
     rows: dict[str, _Rows] = {}
     classes_of: dict[str, tuple[str, ...]] = {}
     lines: list[bytes] | None = None
-    plain = range(n)
+    plain: Sequence[int] = range(n)
     if decoder is not None:
         records = decoder.decode_block(data, n)
         if records is None:
@@ -506,12 +506,12 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
         g = gathered.setdefault(model, ([], [], [], [], []))
         for column, item in zip(g, (i, ts, vector, label, request_id)):
             column.append(item)
-    for model, (index, ts, vectors, labels, ids) in gathered.items():
+    for model, (index, times, vectors, labels, ids) in gathered.items():
         k = len(classes_of[model])
         # A non-numeric entry makes its row NaN, which the range check then rejects.
         matrix = np.array([v if _numeric(v) else [np.nan] * k for v in vectors],
                           dtype=np.float64).reshape(len(vectors), k)
-        rows.setdefault(model, _Rows()).add(index, ts, matrix, labels, ids)
+        rows.setdefault(model, _Rows()).add(index, times, matrix, labels, ids)
 
 
 def _validated(model: str, r: _Rows, k: int, sum_tolerance: float, parsed: Parsed) -> Predictions:
@@ -615,7 +615,7 @@ def parse_labels(
             parsed.rejects.append(Reject(i, reason))
             continue
         index.append(i)
-        models.append(model)  # type: ignore[arg-type]  # a str or None here
+        models.append(model)
         ids.append(request_id)  # type: ignore[arg-type]
         labels.append(label)
         stamps.append(ts)

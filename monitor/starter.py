@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-import yaml  # type: ignore[import-untyped]  # (no stubs in the test extra, as in config.py)
+import yaml
 
 from monitor.config import Fields
 

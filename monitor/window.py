@@ -252,6 +252,12 @@ class CountWindow:
         self.probs = np.zeros((count, k))
         self.labels = np.full(count, -1, dtype=np.int16 if k < 2**15 else np.int32)
         self.seen = 0  # predictions ever added: the sequence number of the next one
+        self.first = 0  # the sequence number of the first (see `start_at`)
+
+    def start_at(self, seq: int) -> None:
+        """Empty, numbered from `seq`: a window started after the model's first
+        predictions, so that labels joined later land on the right rows."""
+        self.seen = self.first = seq
 
     def add(self, ts: Array, probs: Array, labels: npt.NDArray[np.int64]) -> None:
         n = len(probs)
@@ -268,11 +274,16 @@ class CountWindow:
 
     def set_labels(self, seq: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> None:
         """Label predictions by sequence number; those not in the window are ignored."""
-        inside = (seq >= self.seen - self.count) & (seq < self.seen)
+        inside = (seq >= max(self.seen - self.count, self.first)) & (seq < self.seen)
         self.labels[seq[inside] % self.count] = labels[inside]
 
-    def _held(self) -> slice:
-        return slice(0, min(self.seen, self.count))
+    def _held(self) -> slice | npt.NDArray[np.int64]:
+        """The ring rows that hold predictions: those of the last min(added, count)."""
+        n = min(self.seen - self.first, self.count)
+        start = (self.seen - n) % self.count
+        if start + n <= self.count:
+            return slice(start, start + n)
+        return np.arange(self.seen - n, self.seen) % self.count
 
     def total(self) -> Array:
         held = self._held()
@@ -289,12 +300,14 @@ class CountWindow:
 
     def state(self) -> dict[str, Array]:
         return {"ts": self.ts, "probs": self.probs, "labels": self.labels,
-                "seen": np.array([self.seen])}
+                "seen": np.array([self.seen]), "first": np.array([self.first])}
 
     def restore(self, state: dict[str, Array]) -> None:
         schema.within(state["labels"], -1, self.k, "count window labels")
         schema.within(state["seen"], 0, 2**62, "count window seen")
+        schema.within(state["first"], 0, int(state["seen"][0]) + 1, "count window first")
         self.ts[:] = state["ts"]
         self.probs[:] = state["probs"]
         self.labels[:] = state["labels"]
         self.seen = int(state["seen"][0])
+        self.first = int(state["first"][0])

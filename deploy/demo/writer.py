@@ -3,8 +3,8 @@
 A calibrated binary fraud model: each request draws a fraud probability p, and its true
 label is fraud with probability p, so the mean output matches the label distribution
 (KL near 0). During a drift phase the model over-predicts fraud: p' = p + 0.3 (1 - p),
-the labels keep coming from p, and KL(A || B_window) rises to about 0.2 nats, above the
-0.1 threshold of the shipped ModelDriftHigh alert. Phases follow event time: steady for
+the labels keep coming from p: the mean output moves far past the 0.1-nat floor of the
+shipped ModelOutputShift alert, and log loss past ModelQualityDrop's. Phases follow event time: steady for
 --drift-after seconds, drifted for --drift-for seconds, and again.
 
 One shard per --out directory, each file named predictions-YYYYmmddHH.jsonl (UTC hour

@@ -273,7 +273,9 @@ class Harness:
                 {"static_configs": [{"targets": [alertmanager.removeprefix("http://")]}]}]}
         return config
 
-    def start_prometheus(self, config: dict[str, Any]) -> PrometheusAPI:
+    def start_prometheus(self, config: dict[str, Any], retention: str = "1h") -> PrometheusAPI:
+        """Prometheus on loopback; blocks already in path("prometheus", "data") (backfilled
+        ones) are served, and kept while newer than `retention` before the newest."""
         prometheus = binary("prometheus")
         port = free_port()
         config_path = write_yaml(self.path("prometheus", "prometheus.yml"), config)
@@ -282,7 +284,7 @@ class Harness:
             f"--config.file={config_path}",
             f"--storage.tsdb.path={self.path('prometheus', 'data')}",
             f"--web.listen-address=127.0.0.1:{port}",
-            "--storage.tsdb.retention.time=1h",
+            f"--storage.tsdb.retention.time={retention}",
         ])
         base_url = f"http://127.0.0.1:{port}"
         self.wait_http_ok("prometheus", process, f"{base_url}/-/ready")

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -326,8 +327,16 @@ def test_demo_writer_lines_are_read_by_the_daemon(tmp_path):
     assert sample(samples, "model_drift_kl_divergence", model="fraud", window="5m") < 0.01
 
 
-def test_demo_writer_drift_crosses_the_alert_threshold(tmp_path):
-    threshold = alert_threshold("ModelDriftHigh", "model_drift_kl_divergence")
-    samples = demo_replay(tmp_path, "--count", "1500", "--drift-after", "0")
-    kl = sample(samples, "model_drift_kl_divergence", model="fraud", window="5m")
-    assert kl > 1.5 * threshold
+def test_demo_writer_drift_moves_the_output_past_the_alert_floor(tmp_path):
+    floor = alert_threshold("ModelOutputShift", "model_drift_prediction_kl_divergence")
+
+    def mean_output(samples: Samples) -> np.ndarray:
+        total = sample(samples, "model_drift_predictions_total", model="fraud")
+        return np.array([sample(samples, "model_drift_probability_total", model="fraud",
+                                **{"class": c}) for c in ("legit", "fraud")]) / total
+
+    steady = mean_output(demo_replay(tmp_path / "steady", "--count", "1500"))
+    drifted = mean_output(demo_replay(tmp_path / "drifted", "--count", "1500",
+                                      "--drift-after", "0"))
+    # What the prediction KL of a window shows once the drift fills it.
+    assert float(np.sum(steady * np.log(steady / drifted))) > 1.5 * floor

@@ -37,6 +37,11 @@ EXPORTED = {
     "drift_monitor_label_joins_total", "drift_monitor_label_expired_total",
     "drift_monitor_label_duplicates_total", "drift_monitor_checkpoint_age_seconds",
     "drift_monitor_checkpoint_failures_total", "drift_monitor_build_info",
+    "model_drift_label_kl_divergence", "model_drift_label_shift_pvalue",
+    "model_drift_prediction_shift_pvalue", "model_drift_reference_log_loss",
+    "model_drift_log_loss_shift_pvalue", "model_drift_calibration_pvalue",
+    "model_drift_brier_score", "model_drift_accuracy", "model_drift_expected_calibration_error",
+    "model_drift_log_loss_sum_total",
     "up", "ALERTS",
 }
 METRIC = re.compile(r"\b(model_drift[:_][a-z_]+|drift_monitor_[a-z_]+|up|ALERTS)\b(?=\s*[{\[)])")
@@ -133,19 +138,43 @@ def test_a_panel_shows(metric):
     "model_drift_prediction_kl_divergence", "model_drift_log_loss",
 ])
 def test_window_panels_follow_the_window_variable(metric):
-    panel = panel_using(metric)
-    assert all("$window" in target["expr"] for target in panel["targets"]), panel["title"]
+    for panel in panels_using(metric):
+        assert all("$window" in target["expr"] for target in panel["targets"]
+                   if "window" in target["legendFormat"]), panel["title"]
 
 
-def test_drift_panels_draw_the_alert_thresholds():
-    kl = alert_threshold("ModelDriftHigh", "model_drift_kl_divergence")
-    prediction_kl = alert_threshold("ModelOutputDriftHigh", "model_drift_prediction_kl_divergence")
-    assert drawn_thresholds(panel_using("model_drift_kl_divergence")) == [kl]
-    assert drawn_thresholds(panel_using("model_drift_prediction_kl_divergence")) == [prediction_kl]
+def pvalue_threshold(alert: str, metric: str) -> float:
+    """The significance level alert `alert` compares `metric{...}` with (`< x`)."""
+    match = re.search(rf"{re.escape(metric)}\{{[^}}]*\}}\s*<\s*([0-9.e-]+)",
+                      next(r for r in rules_of(ALERT_RULES) if r.get("alert") == alert)["expr"])
+    assert match, f"{alert}: no significance level on {metric}"
+    return float(match[1])
+
+
+@pytest.mark.parametrize(("alert", "effect", "pvalue"), [
+    ("ModelLabelShift", "model_drift_label_kl_divergence", "model_drift_label_shift_pvalue"),
+    ("ModelOutputShift", "model_drift_prediction_kl_divergence",
+     "model_drift_prediction_shift_pvalue"),
+    ("ModelQualityDrop", "model_drift_reference_log_loss", "model_drift_log_loss_shift_pvalue"),
+])
+def test_drift_panels_draw_the_alert_thresholds(alert, effect, pvalue):
+    floor = [p for p in panels_using(effect) if p["fieldConfig"]["defaults"]["custom"][
+        "thresholdsStyle"]["mode"] != "off"]
+    assert [drawn_thresholds(panel) for panel in floor] == [[alert_threshold(alert, effect)]]
+    assert drawn_thresholds(panel_using(pvalue)) == [pvalue_threshold(alert, pvalue)]
+
+
+def test_no_threshold_is_drawn_where_no_alert_looks():
+    for metric in ("model_drift_kl_divergence", "model_drift_calibration_pvalue",
+                   "model_drift_accuracy", "model_drift_expected_calibration_error",
+                   "model_drift_brier_score"):
+        panel = panel_using(metric)
+        assert panel["fieldConfig"]["defaults"]["custom"]["thresholdsStyle"]["mode"] == "off"
 
 
 def test_health_panels_draw_the_alert_thresholds():
-    min_predictions = alert_threshold("ModelDriftHigh", "model_drift_window_predictions")
+    min_predictions = alert_threshold("ModelOutputShift", "model_drift_window_predictions")
+    assert min_predictions == alert_threshold("ModelLabelShift", "model_drift_window_labels")
     stale = alert_threshold("DriftMonitorCheckpointStale", "drift_monitor_checkpoint_age_seconds")
     assert drawn_thresholds(panel_using("model_drift_window_predictions")) == [min_predictions]
     assert drawn_thresholds(panel_using("drift_monitor_checkpoint_age_seconds")) == [stale]

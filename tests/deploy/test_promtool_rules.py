@@ -61,7 +61,7 @@ def test_every_alert_has_a_unit_test():
               for path in RULE_TESTS
               for test in yaml.safe_load(path.read_text())["tests"]
               for case in test.get("alert_rule_test", [])}
-    assert alert_names == {"ModelDriftHigh", "ModelOutputDriftHigh", "ModelNoEvents",
+    assert alert_names == {"ModelLabelShift", "ModelOutputShift", "ModelQualityDrop", "ModelNoEvents",
                            "DriftMonitorDown", "DriftMonitorAbsent",
                            "DriftMonitorRejectedLinesHigh", "DriftMonitorCheckpointStale",
                            "DriftMonitorSourceWithoutFiles"}

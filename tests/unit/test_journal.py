@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -362,3 +363,37 @@ def test_a_records_sections_replace_the_snapshots_whole():
                                checkpoint.journal_header(1) + record, BUDGET)
     assert saved.meta["tail"]["preds"]["history"] == {}
     assert saved.meta["stores"]  # what records never hold stays the snapshot's
+
+
+V01_FIXTURE = Path(__file__).parent.parent / "fixtures" / "v0.1" / "checkpoint.npz"
+V01_CONFIG = build_config({
+    "sources": [{"name": "preds", "path": "/logs/pred.jsonl"}],
+    "labels": [{"name": "feedback", "path": "/logs/labels.jsonl", "join_ttl": "3650d"}],
+    "models": {"fraud": {"classes": ["legit", "fraud"], "windows": ["5m", {"count": 100}],
+                         "min_samples": 1}}})
+
+
+def restored_v01() -> tuple[Aggregator, checkpoint.Saved]:
+    meta, arrays = checkpoint.decode(V01_FIXTURE.read_bytes())
+    saved = checkpoint.restore(meta, arrays, b"", state_budget(V01_CONFIG))
+    aggregator = Aggregator(V01_CONFIG)
+    aggregator.restore({**saved.meta["aggregator"], "stores": saved.meta["stores"]}, saved.arrays)
+    return aggregator, saved
+
+
+def test_a_v01_checkpoint_keeps_its_counters_and_join_store_and_starts_its_sums_empty():
+    """The fixture of the real v0.1 daemon (300 predictions, 90 waiting): counters and
+    the join store as v0.1 left them; windows and reference, whose v0.1 rows lack
+    columns, empty, never half-rebuilt; log_loss_sum_total, new, at 0."""
+    aggregator, saved = restored_v01()
+    assert saved.upgraded == ["fraud: reference, window.5m, window.count:100"]
+    model = aggregator.snapshot(1_700_000_400.0).models[0]
+    assert model.predictions_total == 300
+    assert model.labels_total.tolist() == [110, 100]
+    assert model.log_loss_sum_total == 0.0
+    assert model.window_predictions.tolist() == [0.0, 0.0]
+    assert model.reference_labels == 0.0
+    assert np.isnan(model.prediction_shift_pvalue).all()
+    join = aggregator.snapshot(1_700_000_400.0).joins[0]
+    assert (join.pending, join.joins) == (90, 180)
+

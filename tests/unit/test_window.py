@@ -188,6 +188,30 @@ def test_count_window_set_labels_ignores_evicted_sequence_numbers(count, n, upda
     Totals.of(K, last).assert_matches(window.total())
 
 
+@FAST
+@given(st.integers(1, 8), st.integers(0, 50), st.integers(0, 30), st.lists(
+    st.tuples(st.integers(0, 90), st.integers(0, K - 1)), max_size=10), st.data())
+def test_a_count_window_started_late_holds_only_what_it_was_given(count, first, n, updates,
+                                                                  data):
+    """A window started after the model's first predictions (new in the config, or a
+    v0.1 checkpoint's): numbered from `first`, it holds the predictions added since, never
+    an unfilled row, and labels land by sequence number; a restore keeps all of it."""
+    window = CountWindow(count, K)
+    window.start_at(first)
+    probs = np.array([data.draw(distributions(K)) for _ in range(n)]).reshape(n, K)
+    window.add(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
+    labels = [-1] * n
+    for seq, label in updates:
+        window.set_labels(np.array([seq]), np.array([label]))
+        if max(first, first + n - count) <= seq < first + n:
+            labels[seq - first] = label
+    last = [(0.0, probs[i], labels[i]) for i in range(max(0, n - count), n)]
+    Totals.of(K, last).assert_matches(window.total())
+    restored = CountWindow(count, K)
+    restored.restore(window.state())
+    Totals.of(K, last).assert_matches(restored.total())
+
+
 def test_a_batch_longer_than_the_count_window_keeps_its_tail():
     window = CountWindow(3, 2)
     probs = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 3)
