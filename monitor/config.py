@@ -667,21 +667,26 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
     return total
 
 
-def load_config(path: str) -> Config:
-    """Read and validate a YAML config file (at most MAX_CONFIG_BYTES)."""
+def read_yaml(path: str, max_bytes: int = MAX_CONFIG_BYTES) -> object:
+    """A YAML file's document, bounded in bytes, depth and alias expansion; every
+    problem is a ConfigErrors naming the file (and line)."""
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_CONFIG_BYTES + 1)
+            data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigErrors([ConfigError(path, f"cannot read: {exc.strerror}")]) from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigErrors([ConfigError(path, f"larger than {MAX_CONFIG_BYTES >> 20} MiB: "
+    if len(data) > max_bytes:
+        raise ConfigErrors([ConfigError(path, f"larger than {max_bytes >> 20} MiB: "
                                               "not a config file")])
     try:
-        raw = yaml.load(data.decode("utf-8"), Loader=_BoundedLoader)  # safe: a SafeLoader
+        return yaml.load(data.decode("utf-8"), Loader=_BoundedLoader)  # safe: a SafeLoader
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else path
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigErrors([ConfigError(where, f"not valid YAML: {problem}")]) from None
-    return build_config(raw, os.path.dirname(os.path.abspath(path)))
+
+
+def load_config(path: str) -> Config:
+    """Read and validate a YAML config file (at most MAX_CONFIG_BYTES)."""
+    return build_config(read_yaml(path), os.path.dirname(os.path.abspath(path)))

@@ -47,7 +47,16 @@ class Reason(str, Enum):
 class Reject:
     index: int  # position of the line in its block
     reason: Reason
-    detail: str = ""  # for the log line (how far ahead a time is)
+    detail: str = ""  # for the log line: the offending value (how far ahead, the sum, the model)
+
+
+_MODEL_REASONS = frozenset({Reason.UNKNOWN_MODEL, Reason.TOO_MANY_MODELS})
+
+
+def model_detail(model: str) -> str:
+    """A model name for a log line: quoted and escaped (a hostile name cannot forge
+    lines), and cut short."""
+    return f"model {model[:80]!r}" + ("..." if len(model) > 80 else "")
 
 
 @dataclass(slots=True)
@@ -346,7 +355,8 @@ def parse_predictions(
         if refusal is None:
             parsed.predictions[batch.model] = batch
         else:
-            parsed.rejects.extend(Reject(int(i), refusal) for i in batch.index)
+            named = model_detail(batch.model)
+            parsed.rejects.extend(Reject(int(i), refusal, named) for i in batch.index)
     parsed.rejects.sort(key=lambda reject: reject.index)
     return parsed
 
@@ -395,7 +405,8 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
         if classes is None:
             resolved = catalog.classes(model)
             if isinstance(resolved, Reason):
-                parsed.rejects.extend(Reject(int(i), resolved) for i in index)
+                named = model_detail(model)
+                parsed.rejects.extend(Reject(int(i), resolved, named) for i in index)
                 continue
             classes = classes_of[model] = resolved
         chosen = records if len(members) == len(records) else [records[i] for i in members]
@@ -476,7 +487,7 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
         if classes is None:
             resolved = catalog.classes(model)
             if isinstance(resolved, Reason):
-                parsed.rejects.append(Reject(i, resolved))
+                parsed.rejects.append(Reject(i, resolved, model_detail(model)))
                 continue
             classes = classes_of[model] = resolved
         vector = _vector(obj, fields, classes)
@@ -536,7 +547,8 @@ def _validated(model: str, r: _Rows, k: int, sum_tolerance: float, parsed: Parse
     for row in np.flatnonzero(bad_value):
         parsed.rejects.append(Reject(int(index[row]), Reason.BAD_PROBABILITY))
     for row in np.flatnonzero(bad_sum):
-        parsed.rejects.append(Reject(int(index[row]), Reason.BAD_SUM))
+        parsed.rejects.append(Reject(int(index[row]), Reason.BAD_SUM,
+                                     f"sum {sums[row]:.9g}, sum_tolerance {sum_tolerance:g}"))
     keep = ~bad
     with np.errstate(invalid="ignore", divide="ignore"):  # the rows not kept
         normalised = probs / sums[:, None]
@@ -612,7 +624,8 @@ def parse_labels(
                 refusal = admitted[model] = catalog.admit(model)
             reason = refusal  # type: ignore[assignment]
         if reason is not None:
-            parsed.rejects.append(Reject(i, reason))
+            named = model_detail(model) if reason in _MODEL_REASONS and isinstance(model, str) else ""
+            parsed.rejects.append(Reject(i, reason, named))
             continue
         index.append(i)
         models.append(model)

@@ -14,10 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
-import yaml
-
-from monitor.config import _choice, _join, _Reader, _resolve, _string
-from monitor.errors import ConfigError, ConfigErrors
+from monitor.config import _choice, _join, _Reader, _resolve, _string, read_yaml
+from monitor.errors import ConfigErrors
 
 CLIENT_AUTH_TYPES = ("NoClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
                      "RequireAndVerifyClientCert")
@@ -232,18 +230,4 @@ def build_web_config(raw: object, path: str) -> WebConfig:
 
 def load_web_config(path: str) -> WebConfig:
     """Read and validate a web config file (certificates are read by http.py)."""
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(MAX_WEB_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigErrors([ConfigError(path, f"cannot read: {exc.strerror}")]) from None
-    if len(text) > MAX_WEB_CONFIG_BYTES:
-        raise ConfigErrors([ConfigError(path, f"larger than {MAX_WEB_CONFIG_BYTES} bytes")])
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else path
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigErrors([ConfigError(where, f"not valid YAML: {problem}")]) from None
-    return build_web_config(raw, path)
+    return build_web_config(read_yaml(path, MAX_WEB_CONFIG_BYTES), path)

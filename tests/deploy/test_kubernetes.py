@@ -59,7 +59,7 @@ def test_kustomization_lists_every_manifest_in_the_folder():
 def test_manifests_have_the_expected_kinds_in_one_namespace():
     resources = manifests()
     assert set(resources) == {"Namespace", "ConfigMap", "DaemonSet", "Service",
-                              "ServiceMonitor", "PrometheusRule"}
+                              "ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
     namespace = resources.pop("Namespace")["metadata"]["name"]
     for kind, resource in resources.items():
         assert resource["metadata"]["namespace"] == namespace, kind
@@ -193,3 +193,14 @@ def test_documented_overlay_points_every_pod_at_the_registry_image(tmp_path):
               for c in daemonset["spec"]["template"]["spec"][key]}
     (image,) = overlay["images"]
     assert images == {f"{image['newName']}:{image['newTag']}"}
+
+
+def test_only_prometheus_may_reach_the_plain_http_metrics_port():
+    policy = manifests()["NetworkPolicy"]["spec"]
+    daemonset = manifests()["DaemonSet"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= daemonset.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["metrics"]
+    assert rule["from"] == [{"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]

@@ -192,3 +192,16 @@ def test_demo_prints_the_table_replay_prints(tmp_path):
     out = run_cli("demo", "--duration", "5", "--port", "0", timeout_s=60)
     assert out.returncode == 0, out.stderr
     assert "model  window" in out.stdout and "fraud: reference entropy" in out.stdout
+
+
+def test_rejection_log_lines_name_the_offending_value(tmp_path):
+    append(tmp_path / "p.jsonl", [{"ts": START, "model": "m", "probs": [0.5, 0.6]},
+                                  {"ts": START, "model": "mystery", "probs": [0.5, 0.5]},
+                                  {"ts": START, "model": "m", "probs": [0.5, 0.5]}])
+    config = write_config(tmp_path, {
+        "sources": [{"name": "p", "path": str(tmp_path / "p.jsonl")}],
+        "models": {"m": {"classes": ["a", "b"]}}})
+    out = run_cli("replay", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "reason=bad_sum suppressed=0 (sum 1.1, sum_tolerance 0.001)" in out.stderr
+    assert "reason=unknown_model suppressed=0 (model 'mystery')" in out.stderr
