@@ -505,17 +505,26 @@ class Tailer:
                 record.offset, record.skipping = copy_resume(restored.offset, restored.skipping,
                                                              st.st_size)
             record.line_no, record.fingerprint = restored.line_no, restored.fingerprint
-        elif (twin := self._original_of(head)) is not None:
-            f.twin_of = twin
-            log.info("copy of a followed file, held until the original is cut path=%s", path)
-        elif (known := self._known(head)) is not None:
-            record.fingerprint = known
-            record.offset, _ = copy_resume(self.history.pop(known), False, st.st_size)
-            log.info("known content re-appeared, resuming path=%s offset=%d", path, record.offset)
-            self.new_events[COPIED] += 1
-        elif self.first_scan and self.start_at_end:
+        elif not self._place(f, head) and self.first_scan and self.start_at_end:
             record.offset, record.skipping = _last_line_end(fd, st.st_size, self.chunk)
         self.files[key] = f
+
+    def _place(self, f: _Open, head: bytes) -> bool:
+        """Where a file we start to follow begins, judged by the `head` it holds now: a
+        copy of a followed file is held until that one is cut; content cut or closed
+        before resumes where we were in it. False if it is new content."""
+        rec = f.record
+        f.twin_of = self._original_of(head)  # never itself: a held copy is no original
+        if f.twin_of is not None:
+            log.info("copy of a followed file, held until the original is cut path=%s", rec.path)
+            return True
+        if (known := self._known(head)) is not None:
+            rec.fingerprint = known
+            rec.offset, _ = copy_resume(self.history.pop(known), False, f.size)
+            log.info("known content re-appeared, resuming path=%s offset=%d", rec.path, rec.offset)
+            self.new_events[COPIED] += 1
+            return True
+        return False
 
     def _original_of(self, head: bytes) -> Key | None:
         """A followed file that this one is a copy of, or may be becoming one."""
@@ -523,16 +532,19 @@ class Tailer:
                      if f.twin_of is None and _copy_of(f, head)), None)
 
     def _check_twin(self, f: _Open, original_key: Key) -> None:
-        """A held copy that stopped matching its original was a new file after all (say a
-        fresh empty log beside the one renamed away, since written to): read it from 0."""
+        """A held copy that stopped matching its original is placed again by what it
+        holds now: held while empty, it may have been taken for a copy of any followed
+        file (all start with no bytes), and be the copy of another one, or of content
+        cut since; or be a new file after all (say a fresh empty log beside the one
+        renamed away, since written to), read from 0."""
         original = self.files.get(original_key)
         try:
             head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
         except OSError:
             return
         if original is None or not _copy_of(original, head):
-            f.twin_of = None
             self.progress += 1
+            self._place(f, head)
 
     def _known(self, head: bytes) -> str | None:
         """The remembered fingerprint (cut or closed content, or a dormant file's) this

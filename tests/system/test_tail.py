@@ -429,3 +429,29 @@ def test_rotations_truncations_and_copies_are_counted_once_each(tmp_path: Path):
     lines_of(tailer)
     assert tailer.take_events() == {"rotated": 1}  # once closed for good, not when missed
     tailer.close()
+
+
+@pytest.mark.parametrize("cut_with_copy", [True, False])
+def test_a_copy_seen_empty_is_not_read_again_once_filled(tmp_path: Path, cut_with_copy: bool):
+    # The soak with deletion's double count: copytruncate's copy seen while still empty
+    # (every file starts with its empty head), held as a copy of another, older file,
+    # then let go as a new file once it held the live file's lines, and read again.
+    live = tmp_path / "p.jsonl"
+    live.write_bytes(_numbered(0, 50))
+    tailer = Tailer(str(tmp_path / "p*.jsonl"), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 50
+    os.rename(live, tmp_path / "p.0001.jsonl")  # followed first: the older file
+    live.write_bytes(_numbered(50, 50))
+    assert len(lines_of(tailer)) == 50
+    copy = tmp_path / "p.0002.jsonl"
+    copy.write_bytes(b"")  # copytruncate's copy, seen before it is written
+    assert lines_of(tailer) == []
+    copy.write_bytes(live.read_bytes())
+    if not cut_with_copy:
+        assert lines_of(tailer) == []  # held as the live file's copy now
+    os.truncate(live, 0)
+    assert lines_of(tailer) == []
+    live.write_bytes(_numbered(100, 3))
+    assert lines_of(tailer) == _numbered(100, 3).splitlines()  # and nothing else
+    assert tailer.take_events() == {"copied": 1, "truncated": 1}
+    tailer.close()
