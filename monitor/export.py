@@ -113,36 +113,37 @@ def model_families(models: tuple[ModelSnapshot, ...]) -> Iterator[Metric]:
         yield per_class
 
 
+# Per-source counters: (name, help, second label, SourceSnapshot attribute: label -> n).
+LINE_COUNTERS = (
+    ("drift_monitor_lines", "Lines read, by status", "status", "lines"),
+    ("drift_monitor_rejected_lines", "Rejected lines, by reason", "reason", "rejected"),
+)
+FILE_COUNTERS = (
+    ("drift_monitor_skipped_files", "Files matched by a glob and not read, by reason",
+     "reason", "skipped_files"),
+    ("drift_monitor_file_events",
+     "Followed files renamed away or deleted, truncated, or copied", "event", "file_events"),
+)
+
+
+def _source_families(snapshot: Snapshot, table: tuple[tuple[str, str, str, str], ...]
+                     ) -> Iterator[Metric]:
+    for name, doc, label, attr in table:
+        family = CounterMetricFamily(name, doc, labels=["source", label])
+        for s in snapshot.sources:
+            for value, n in getattr(s, attr).items():
+                family.add_metric([s.name, value], float(n))
+        yield family
+
+
 def line_families(snapshot: Snapshot) -> Iterator[Metric]:
     """Lines read per source and status, rejections per reason."""
-    lines = CounterMetricFamily("drift_monitor_lines", "Lines read, by status",
-                                labels=["source", "status"])
-    rejected = CounterMetricFamily("drift_monitor_rejected_lines", "Rejected lines, by reason",
-                                   labels=["source", "reason"])
-    for s in snapshot.sources:
-        for status, n in s.lines.items():
-            lines.add_metric([s.name, status], float(n))
-        for reason, n in s.rejected.items():
-            rejected.add_metric([s.name, reason], float(n))
-    yield lines
-    yield rejected
+    return _source_families(snapshot, LINE_COUNTERS)
 
 
 def monitor_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield from line_families(snapshot)
-    skipped = CounterMetricFamily("drift_monitor_skipped_files",
-                                  "Files matched by a glob and not read, by reason",
-                                  labels=["source", "reason"])
-    events = CounterMetricFamily("drift_monitor_file_events",
-                                 "Followed files renamed away or deleted, truncated, or copied",
-                                 labels=["source", "event"])
-    for s in snapshot.sources:
-        for event, n in s.file_events.items():
-            events.add_metric([s.name, event], float(n))
-        for reason, n in s.skipped_files.items():
-            skipped.add_metric([s.name, reason], float(n))
-    yield skipped
-    yield events
+    yield from _source_families(snapshot, FILE_COUNTERS)
     for kind, name, doc, attr in JOIN_METRICS:
         family = kind(name, doc, labels=["model"])
         for j in snapshot.joins:
