@@ -40,9 +40,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from monitor import checkpoint  # noqa: E402
-from monitor.config import load_config  # noqa: E402
-from monitor.daemon import Daemon, Reader  # noqa: E402
+from monitor.shell import checkpoint  # noqa: E402
+from monitor.shell.config import load_config  # noqa: E402
+from monitor.shell.daemon import Daemon, Reader  # noqa: E402
 
 LABEL_DELAY_S = 60
 LABELLED = 0.3

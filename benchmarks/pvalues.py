@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Calibration and power of the alerting p-values (monitor/stats.py), by simulation.
+"""Calibration and power of the alerting p-values (monitor/core/stats.py), by simulation.
 
     python benchmarks/pvalues.py          # a few minutes; prints two Markdown tables
 
@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from monitor import stats
+from monitor.core import stats
 
 ALPHAS = (0.05, 0.01, 0.001)
 EPS = 1e-12

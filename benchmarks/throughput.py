@@ -524,8 +524,8 @@ def checkpoint_probe(config_path: str, repeats: int = 5) -> dict:
     Aggregator, wall clock), then times the daemon's own checkpoint step, which the main
     loop waits for: aggregator state -> durable file (fsync, rename) -> the snapshot that
     republishes /metrics (timed apart). Then a fresh daemon's restore of that file."""
-    from monitor.config import load_config
-    from monitor.daemon import Daemon, Reader
+    from monitor.shell.config import load_config
+    from monitor.shell.daemon import Daemon, Reader
 
     config = load_config(config_path)
     assert config.state_dir is not None

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.cli import build_parser
-from monitor.export import VERSION
+from monitor.shell.cli import build_parser
+from monitor.shell.export import VERSION
 from tests.system.conftest import append, free_port, model_config, parse_metrics, run_cli, source, value
 from tests.waiting import wait_until
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor.aggregate import Aggregator
-from monitor.config import build_config
-from monitor.daemon import UNMATCHED_EVERY_S, Reader
+from monitor.core.aggregate import Aggregator
+from monitor.shell.config import build_config
+from monitor.shell.daemon import UNMATCHED_EVERY_S, Reader
 from tests.system.conftest import append, free_port, model_config, parse_metrics, run_cli, source, value
 from tests.waiting import wait_until
 
@@ -95,7 +95,7 @@ def test_a_source_matching_no_file_is_logged_again_while_it_stays_so(tmp_path, l
     config = build_config(two_sources(logs), str(tmp_path))
     clock = FakeClock()
     reader = Reader(config, Aggregator(config), monotonic=clock, from_start=True)
-    caplog.set_level(logging.WARNING, logger="monitor.daemon")
+    caplog.set_level(logging.WARNING, logger="monitor.shell.daemon")
 
     def warned() -> list[str]:
         reader.step(now=0.0)
@@ -267,7 +267,7 @@ def test_init_writes_a_config_that_reads_the_demo_writers_logs_without_a_rejecti
 
 
 def test_init_finds_the_demo_models_renamed_nested_fields_and_its_classes(tmp_path):
-    from monitor.demo import Writer
+    from monitor.shell.demo import Writer
 
     logs = tmp_path / "logs"
     logs.mkdir()

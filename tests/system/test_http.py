@@ -20,7 +20,7 @@ import bcrypt
 import pytest
 import yaml
 
-from monitor.http import MAX_REQUESTS, READ_TIMEOUT_S
+from monitor.shell.http import MAX_REQUESTS, READ_TIMEOUT_S
 from tests.certs import Pair, self_signed, signed
 from tests.system.conftest import append, model_config, parse_metrics, run_cli, source, value
 from tests.waiting import wait_until

@@ -159,4 +159,4 @@ def test_soak_counts_exactly_with_flat_memory_and_descriptors(daemon_factory, lo
     warnings = {re.sub(r"\S+=\S+", "", line.split(" WARNING ", 1)[1]).strip()
                 for line in d.log().splitlines() if " WARNING " in line}
     # The tail of a line cut by copytruncate is a rejected line; nothing else warns.
-    assert warnings <= {"monitor.daemon: line rejected"}, warnings
+    assert warnings <= {"monitor.shell.daemon: line rejected"}, warnings

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from monitor import checkpoint
+from monitor.shell import checkpoint
 from tests.system.conftest import DaemonProcess, append, model_config, source
 from tests.waiting import wait_until
 
@@ -301,7 +301,7 @@ def test_a_kill_during_a_journal_write_leaves_a_torn_record_that_is_ignored(daem
 
 
 def test_the_journal_is_compacted_once_restart_would_replay_too_many_join_inputs(tmp_path):
-    from monitor.join import PredictionsOp
+    from monitor.core.join import PredictionsOp
 
     journal = checkpoint.Journal(str(tmp_path), 1 << 20, max_inputs=10)
     arrays = {"a": np.zeros(3)}

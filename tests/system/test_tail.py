@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from monitor import checkpoint
-from monitor.config import load_config
-from monitor.daemon import Daemon
-from monitor.errors import StateError
-from monitor.tail import DORMANT_AFTER_S, Descriptors, Tailer
+from monitor.core.errors import StateError
+from monitor.shell import checkpoint
+from monitor.shell.config import load_config
+from monitor.shell.daemon import Daemon
+from monitor.shell.tail import DORMANT_AFTER_S, Descriptors, Tailer
 from tests.system.conftest import Writer, model_config, run_cli, source
 from tests.waiting import wait_until
 
@@ -282,7 +282,7 @@ def test_a_file_that_cannot_be_opened_is_said_once_retried_and_read_once_it_can(
         drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
     script = textwrap.dedent(f"""
         import logging, sys
-        from monitor.tail import Tailer
+        from monitor.shell.tail import Tailer
         logging.basicConfig(level=logging.INFO, stream=sys.stderr)
         t = Tailer({str(path)!r}, 1 << 20)
         read = lambda: sum(b.lines for b in t.poll(1 << 30))

@@ -11,8 +11,8 @@ import numpy as np
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from monitor.config import ModelConfig, ReferenceSpec, WindowSpec
-from monitor.parse import Predictions
+from monitor.core.parse import Predictions
+from monitor.core.settings import ModelConfig, ReferenceSpec, WindowSpec
 
 # Fast enough for the whole unit suite to stay well under a minute.
 FAST = settings(max_examples=150, deadline=None)
@@ -141,7 +141,7 @@ class Totals:
         """`row` in window.py's layout (see `Layout`)."""
         from pytest import approx
 
-        from monitor.window import LABELLED, LOGLOSS, PRED, Layout
+        from monitor.core.window import LABELLED, LOGLOSS, PRED, Layout
 
         lay = Layout(self.k)
         assert len(row) == lay.width
@@ -156,7 +156,7 @@ class Totals:
 
 def sum_rows(probs: np.ndarray, labels: np.ndarray, epsilon: float = EPS) -> np.ndarray:
     """Full-width sum rows of a batch (window.py's layout), from the two blocks ingest adds."""
-    from monitor.window import Layout, label_rows, prediction_rows
+    from monitor.core.window import Layout, label_rows, prediction_rows
 
     layout = Layout(probs.shape[1])
     rows = np.zeros((len(probs), layout.width))

@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor import checkpoint
-from monitor.aggregate import Aggregator, Models, ModelState
-from monitor.config import ReferenceSpec, build_config
-from monitor.parse import Reason
+from monitor.core.aggregate import Aggregator, Models, ModelState
+from monitor.core.parse import Reason
+from monitor.core.settings import ReferenceSpec
+from monitor.shell import checkpoint
+from monitor.shell.config import build_config
 
 from .strategies import (
     EPS,
@@ -393,7 +394,7 @@ def test_every_line_is_counted_once_as_ok_rejected_or_late(lines):
 def test_a_count_window_added_by_a_reload_puts_later_joins_on_the_right_rows():
     import numpy as np
 
-    from monitor.aggregate import Aggregator
+    from monitor.core.aggregate import Aggregator
 
     def make(windows):
         return build_config({
@@ -484,7 +485,7 @@ REST_EVENTS = st.lists(st.tuples(st.floats(-900.0, 0.0), distributions(K), st.in
 def test_reference_rest_is_the_reference_without_the_windows_own_events(reference, events_, count):
     """What each window is tested against: the events of the reference scope that are not
     in the window, decayed ones counted at their effective sample size."""
-    from monitor.window import LABELLED, PRED, Layout
+    from monitor.core.window import LABELLED, PRED, Layout
 
     from .strategies import Totals
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.checkpoint import VERSION, CheckpointError, decode, encode
+from monitor.shell.checkpoint import VERSION, CheckpointError, decode, encode
 
 from .strategies import FAST
 
@@ -112,7 +112,7 @@ def test_garbage_behind_a_zip_signature_is_a_checkpoint_error(data):
 
 def npz(**members: np.ndarray) -> bytes:
     """An npz body behind the magic line, to reach the inner checks."""
-    from monitor.checkpoint import MAGIC
+    from monitor.shell.checkpoint import MAGIC
 
     buf = io.BytesIO()
     np.savez(buf, **members)
@@ -173,7 +173,7 @@ def with_member(name: str, payload: bytes, compress: int = 0) -> bytes:
     import json
     import zipfile
 
-    from monitor.checkpoint import MAGIC
+    from monitor.shell.checkpoint import MAGIC
 
     buf = io.BytesIO()
     meta = {"version": VERSION, "arrays": [name]}

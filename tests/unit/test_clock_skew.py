@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 
-from monitor.aggregate import Aggregator
-from monitor.config import build_config
+from monitor.core.aggregate import Aggregator
+from monitor.shell.config import build_config
 
 from .strategies import ingest_predictions, line
 

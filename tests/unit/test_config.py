@@ -11,8 +11,9 @@ import pytest
 import yaml
 from pytest import approx
 
-from monitor.config import Fields, ReferenceSpec, WindowSpec, build_config, load_config, parse_duration
-from monitor.errors import ConfigError, ConfigErrors
+from monitor.core.errors import ConfigError, ConfigErrors
+from monitor.core.settings import Fields, ReferenceSpec, WindowSpec
+from monitor.shell.config import build_config, load_config, parse_duration
 
 HUGE = "9" * 400  # no float holds it: float() raises OverflowError
 MINIMAL = """

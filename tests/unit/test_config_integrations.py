@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from monitor.config import BENTOML_FIELDS, Fields, build_config
-from monitor.errors import ConfigErrors
+from monitor.core.errors import ConfigErrors
+from monitor.core.settings import BENTOML_FIELDS, Fields
+from monitor.shell.config import build_config
 
 MODELS = "models: {fraud: {classes: [legit, fraud]}}\n"
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor.divergence import cross_entropy, entropy, floor, js, kl, normalize_counts
+from monitor.core.divergence import cross_entropy, entropy, floor, js, kl, normalize_counts
 
 from .strategies import EPS, FAST, SLOW, distribution_pairs, distributions
 

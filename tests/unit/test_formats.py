@@ -14,11 +14,11 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.aggregate import Aggregator
-from monitor.config import build_config
-from monitor.errors import ConfigErrors
-from monitor.formats import Columns, schema_columns, transcode
-from monitor.parse import Reason, class_index
+from monitor.core.aggregate import Aggregator
+from monitor.core.errors import ConfigErrors
+from monitor.core.formats import Columns, schema_columns, transcode
+from monitor.core.parse import Reason, class_index
+from monitor.shell.config import build_config
 
 from .strategies import assert_same_snapshot, distributions, ingest_predictions, line
 

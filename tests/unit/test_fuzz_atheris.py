@@ -44,8 +44,8 @@ def main() -> None:
     import atheris
 
     with atheris.instrument_imports():
-        from monitor import decode, parse  # noqa: F401  (instrumented for coverage)
-    from monitor.parse import parse_labels
+        from monitor.core import decode, parse  # noqa: F401  (instrumented for coverage)
+    from monitor.core.parse import parse_labels
     from tests.unit.test_fuzz_parse import CATALOG, FIELDS, NOW, accounted, both_paths, check_rows
 
     def one_input(data: bytes) -> None:

@@ -12,8 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from monitor.config import Config, build_config, load_config
-from monitor.errors import ConfigError, ConfigErrors
+from monitor.core.errors import ConfigError, ConfigErrors
+from monitor.core.settings import Config
+from monitor.shell.config import build_config, load_config
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -20,11 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor import parse as parse_module
-from monitor.aggregate import Aggregator
-from monitor.config import Fields, build_config
-from monitor.decode import BlockDecoder
-from monitor.parse import Reason, parse_labels, parse_predictions
+from monitor.core import parse as parse_module
+from monitor.core.aggregate import Aggregator
+from monitor.core.decode import BlockDecoder
+from monitor.core.parse import Reason, parse_labels, parse_predictions
+from monitor.core.settings import Fields
+from monitor.shell.config import build_config
 
 CLASSES = {"fraud": ("legit", "fraud"), "three": ("a", "b", "c")}
 # What the aggregator builds for a prediction source (aggregate.py, `_decoder`).

@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor import checkpoint
-from monitor.aggregate import Aggregator
-from monitor.config import build_config
-from monitor.join import JoinStore
+from monitor.core.aggregate import Aggregator
+from monitor.core.join import JoinStore
+from monitor.shell import checkpoint
+from monitor.shell.config import build_config
 
 from .strategies import FAST, SLOW, distributions, in_time_window, ingest_labels, ingest_predictions, line
 

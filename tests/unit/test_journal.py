@@ -14,12 +14,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor import checkpoint
-from monitor.aggregate import Aggregator, state_budget
-from monitor.config import build_config
-from monitor.daemon import _tail_state
-from monitor.errors import CheckpointError
-from monitor.join import MAX_ID_LENGTH
+from monitor.core.aggregate import Aggregator, state_budget
+from monitor.core.errors import CheckpointError
+from monitor.core.join import MAX_ID_LENGTH
+from monitor.shell import checkpoint
+from monitor.shell.config import build_config
+from monitor.shell.daemon import _tail_state
 
 from .strategies import FAST, SLOW, assert_same_snapshot, ingest_labels, ingest_predictions, line
 

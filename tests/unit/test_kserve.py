@@ -13,10 +13,10 @@ import yaml
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-from monitor.aggregate import Aggregator
-from monitor.config import build_config
-from monitor.kserve import spool_lines
-from monitor.parse import Reason
+from monitor.core.aggregate import Aggregator
+from monitor.core.kserve import spool_lines
+from monitor.core.parse import Reason
+from monitor.shell.config import build_config
 
 from .strategies import assert_same_snapshot, ingest_predictions, line
 

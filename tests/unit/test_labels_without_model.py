@@ -9,8 +9,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.aggregate import Aggregator
-from monitor.config import build_config
+from monitor.core.aggregate import Aggregator
+from monitor.shell.config import build_config
 
 from .strategies import FAST, ingest_labels, ingest_predictions, line
 

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor.config import Fields
-from monitor.decode import BlockDecoder
-from monitor.parse import Reason, parse_labels, parse_predictions, parse_timestamp
+from monitor.core.decode import BlockDecoder
+from monitor.core.parse import Reason, parse_labels, parse_predictions, parse_timestamp
+from monitor.core.settings import Fields
 
 from .strategies import FAST, block, distributions, line
 

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.config import Fields
-from monitor.decode import BlockDecoder
-from monitor.parse import Reason, parse_predictions
+from monitor.core.decode import BlockDecoder
+from monitor.core.parse import Reason, parse_predictions
+from monitor.core.settings import Fields
 
 CLASSES = {"fraud": ("legit", "fraud"), "three": ("a", "b", "c")}
 WANTED = ("timestamp", "model", "probabilities", "label", "id")

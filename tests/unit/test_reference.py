@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor.aggregate import ModelState
-from monitor.config import ReferenceSpec
-from monitor.reference import Cumulative, Decay, make_reference
-from monitor.window import LABELLED, TimeWindow
+from monitor.core.aggregate import ModelState
+from monitor.core.reference import Cumulative, Decay, make_reference
+from monitor.core.settings import ReferenceSpec
+from monitor.core.window import LABELLED, TimeWindow
 
 from .strategies import (
     FAST,

@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.config import build_config
-from monitor.starter import infer
+from monitor.shell.config import build_config
+from monitor.shell.starter import infer
 
 
 def lines(docs: list[dict]) -> list[bytes]:

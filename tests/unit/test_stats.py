@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor import stats
+from monitor.core import stats
 
 from .strategies import FAST
 

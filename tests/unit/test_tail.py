@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from monitor.parse import split
-from monitor.tail import (
+from monitor.core.parse import split
+from monitor.shell.tail import (
     FINGERPRINT_BYTES,
     FileRecord,
     claim,

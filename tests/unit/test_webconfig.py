@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor import http
-from monitor.errors import ConfigErrors
-from monitor.webconfig import TLSServerConfig, WebConfig, build_web_config
+from monitor.core.errors import ConfigErrors
+from monitor.shell import http
+from monitor.shell.webconfig import TLSServerConfig, WebConfig, build_web_config
 
 PATH = "/etc/drift-monitor/web.yml"
 HASH = "$2y$10$X0h1gDsPszWURQaxFh.zoubFi6DXncSjhoQNJgRrnGs7EsimhC7zG"

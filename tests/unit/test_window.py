@@ -19,9 +19,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pytest import approx
 
-from monitor.aggregate import ModelState
-from monitor.config import ReferenceSpec
-from monitor.window import CountWindow, TimeWindow
+from monitor.core.aggregate import ModelState
+from monitor.core.settings import ReferenceSpec
+from monitor.core.window import CountWindow, TimeWindow
 
 from .strategies import (
     FAST,

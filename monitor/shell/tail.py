@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TypeGuard
 
-from monitor.aggregate import FILE_EVENTS, SKIP_REASONS
+from monitor.core.aggregate import FILE_EVENTS, SKIP_REASONS
 
 log = logging.getLogger(__name__)
 _HOLE = re.compile(rb"^\0+", re.MULTILINE)

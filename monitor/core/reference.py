@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from monitor.config import ReferenceSpec
-from monitor.window import LABELLED, PRED, TimeWindow, row_width
+from monitor.core.settings import ReferenceSpec
+from monitor.core.window import LABELLED, PRED, TimeWindow, row_width
 
 Array = npt.NDArray[np.float64]
 

@@ -14,8 +14,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from monitor.config import _choice, _join, _Reader, _resolve, _string, read_yaml
-from monitor.errors import ConfigErrors
+from monitor.core.errors import ConfigErrors
+from monitor.shell.config import _choice, _join, _Reader, _resolve, _string, read_yaml
 
 CLIENT_AUTH_TYPES = ("NoClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
                      "RequireAndVerifyClientCert")

@@ -24,8 +24,8 @@ from functools import partial
 
 import numpy as np
 
-from monitor.config import FieldPath, Fields
-from monitor.parse import Parsed, Reason, Reject, decode, parse_timestamp
+from monitor.core.parse import Parsed, Reason, Reject, decode, parse_timestamp
+from monitor.core.settings import FieldPath, Fields
 
 CANONICAL = Fields()  # the field names of transcoded lines
 REJECTED = "rejected"  # a spool line `{"rejected": reason}`: an event answered 400

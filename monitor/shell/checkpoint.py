@@ -49,8 +49,8 @@ from typing import IO, Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from monitor.errors import CheckpointError
-from monitor.join import ExpireOp, Op, decode_ops, encode_ops
+from monitor.core.errors import CheckpointError
+from monitor.core.join import ExpireOp, Op, decode_ops, encode_ops
 
 __all__ = ["CheckpointError"]
 

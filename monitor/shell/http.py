@@ -41,9 +41,9 @@ from typing import Protocol
 
 import bcrypt
 
-from monitor.errors import ConfigError, ConfigErrors
-from monitor.spool import Ingest
-from monitor.webconfig import TLSServerConfig, WebConfig, load_web_config
+from monitor.core.errors import ConfigError, ConfigErrors
+from monitor.shell.spool import Ingest
+from monitor.shell.webconfig import TLSServerConfig, WebConfig, load_web_config
 
 log = logging.getLogger(__name__)
 

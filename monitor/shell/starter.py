@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from monitor.config import Fields
+from monitor.core.settings import Fields
 
 # Names looked for, most usual first; a field's values must also have the right type.
 CANDIDATES = {

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from monitor import schema
+from monitor.core import schema
 
 Array = npt.NDArray[np.float64]
 

@@ -15,7 +15,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from monitor.aggregate import ModelSnapshot, Snapshot
+from monitor.core.aggregate import ModelSnapshot, Snapshot
 
 VERSION = "0.1.0"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 
-from monitor.formats import Columns, schema_columns
+from monitor.core.formats import Columns, schema_columns
 
 Stamp = tuple[tuple[str, int, int, int], ...]  # (path, inode, size, mtime_ns) of each file
 

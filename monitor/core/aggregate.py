@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from monitor import divergence, formats, schema, stats
-from monitor.config import Config, LabelSourceConfig, ModelConfig, SourceConfig
-from monitor.decode import BlockDecoder
-from monitor.errors import CheckpointError
-from monitor.join import Joined, JoinStore, Op
-from monitor.parse import (
+from monitor.core import divergence, formats, schema, stats
+from monitor.core.decode import BlockDecoder
+from monitor.core.errors import CheckpointError
+from monitor.core.join import Joined, JoinStore, Op
+from monitor.core.parse import (
     Labels,
     Predictions,
     Reason,
@@ -29,8 +28,9 @@ from monitor.parse import (
     parse_labels,
     parse_predictions,
 )
-from monitor.reference import Decay, make_reference
-from monitor.window import (
+from monitor.core.reference import Decay, make_reference
+from monitor.core.settings import Config, LabelSourceConfig, ModelConfig, SourceConfig
+from monitor.core.window import (
     BLOCK_LOGLOSS,
     LABELLED,
     LOGLOSS,

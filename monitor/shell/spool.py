@@ -24,10 +24,11 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from monitor.config import Config, HttpSourceConfig, spool_folder
-from monitor.formats import SEGMENT
-from monitor.kserve import spool_lines
-from monitor.tail import FileRecord
+from monitor.core.formats import SEGMENT
+from monitor.core.kserve import spool_lines
+from monitor.core.settings import Config, HttpSourceConfig
+from monitor.shell.config import spool_folder
+from monitor.shell.tail import FileRecord
 
 log = logging.getLogger(__name__)
 

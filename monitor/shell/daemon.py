@@ -25,16 +25,18 @@ from contextlib import contextmanager
 from dataclasses import MISSING, asdict, fields, replace
 from typing import Any
 
-from monitor import checkpoint, schema
-from monitor.aggregate import Aggregator, Snapshot, state_budget
-from monitor.config import Config, LabelSourceConfig, SourceConfig, load_config
-from monitor.errors import CheckpointError, ConfigError, ConfigErrors, StateError
-from monitor.export import Exposition
-from monitor.formats import NO_COLUMNS
-from monitor.http import MetricsServer, load_web
-from monitor.schemas import Schemas
-from monitor.spool import Ingest
-from monitor.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
+from monitor.core import schema
+from monitor.core.aggregate import Aggregator, Snapshot, state_budget
+from monitor.core.errors import CheckpointError, ConfigError, ConfigErrors, StateError
+from monitor.core.formats import NO_COLUMNS
+from monitor.core.settings import Config, LabelSourceConfig, SourceConfig
+from monitor.shell import checkpoint
+from monitor.shell.config import load_config
+from monitor.shell.export import Exposition
+from monitor.shell.http import MetricsServer, load_web
+from monitor.shell.schemas import Schemas
+from monitor.shell.spool import Ingest
+from monitor.shell.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
 
 log = logging.getLogger(__name__)
 

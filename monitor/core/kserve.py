@@ -21,8 +21,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from monitor.formats import REJECTED
-from monitor.parse import Reason
+from monitor.core.formats import REJECTED
+from monitor.core.parse import Reason
 
 REQUEST_SUFFIX = ".request"
 

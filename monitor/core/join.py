@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from monitor import schema
-from monitor.config import DEFAULT_MAX_ID_BYTES
-from monitor.errors import CheckpointError
+from monitor.core import schema
+from monitor.core.errors import CheckpointError
+from monitor.core.settings import DEFAULT_MAX_ID_BYTES
 
 Array = npt.NDArray[np.float64]
 MAX_ID_LENGTH = DEFAULT_MAX_ID_BYTES  # characters; a request id longer than this is refused

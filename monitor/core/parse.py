@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from monitor.config import DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_SKEW_S, UTC, FieldPath, Fields
-from monitor.decode import INT64_MAX, INT64_MIN, BlockDecoder
+from monitor.core.decode import INT64_MAX, INT64_MIN, BlockDecoder
+from monitor.core.settings import DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_SKEW_S, UTC, FieldPath, Fields
 
 
 class Reason(str, Enum):

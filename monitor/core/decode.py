@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 import simdjson
 
-from monitor.config import FieldPath, Fields
+from monitor.core.settings import FieldPath, Fields
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # An integer beyond 64 bits fails validation: the plain path reads it as a float.

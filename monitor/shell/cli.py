@@ -11,15 +11,16 @@ import sys
 import tempfile
 from dataclasses import replace
 
-from monitor.config import LabelSourceConfig, SourceConfig, load_config, parse_duration, parse_listen
-from monitor.errors import ConfigError, ConfigErrors, MonitorError
-from monitor.export import VERSION
+from monitor.core.errors import ConfigError, ConfigErrors, MonitorError
+from monitor.core.settings import LabelSourceConfig, SourceConfig
+from monitor.shell.config import load_config, parse_duration, parse_listen
+from monitor.shell.export import VERSION
 
 log = logging.getLogger("monitor")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from monitor.daemon import Daemon
+    from monitor.shell.daemon import Daemon
 
     listen = None if args.listen is None else _listen_address(args.listen)
     config = load_config(args.config)
@@ -38,7 +39,7 @@ def _listen_address(text: str) -> tuple[str, int]:
 def _check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if config.web_config_file is not None:
-        from monitor.http import load_web
+        from monitor.shell.http import load_web
 
         load_web(config.web_config_file)
     if config.state_dir is not None and (problem := _state_dir_problem(config.state_dir)):
@@ -81,7 +82,7 @@ def _state_dir_problem(path: str) -> str | None:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from monitor.replay import run_replay
+    from monitor.shell.replay import run_replay
 
     if args.openmetrics and args.step is None:
         raise ConfigError("--openmetrics", "needs --step")
@@ -102,7 +103,7 @@ SAMPLE_BYTES = 1 << 20  # at most this much of each file
 
 
 def _init(args: argparse.Namespace) -> int:
-    from monitor.starter import infer
+    from monitor.shell.starter import infer
 
     files = sorted(p for p in globlib.glob(args.glob) if os.path.isfile(p))
     if not files:
@@ -141,7 +142,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from monitor.demo import run_demo
+    from monitor.shell.demo import run_demo
 
     return run_demo(port=args.port, duration_s=args.duration)
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from monitor.errors import CheckpointError
+from monitor.core.errors import CheckpointError
 
 
 def mapping(value: object, where: str) -> Mapping[str, Any]:

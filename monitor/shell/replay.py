@@ -23,12 +23,12 @@ from typing import TextIO
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
-from monitor.aggregate import Aggregator, ModelSnapshot, Snapshot
-from monitor.config import Config, FieldPath, LabelSourceConfig, SourceConfig
-from monitor.daemon import Reader
-from monitor.export import replay_families, samples
-from monitor.parse import Reason, _lookup, decode, parse_timestamp
-from monitor.tail import Block
+from monitor.core.aggregate import Aggregator, ModelSnapshot, Snapshot
+from monitor.core.parse import Reason, _lookup, decode, parse_timestamp
+from monitor.core.settings import Config, FieldPath, LabelSourceConfig, SourceConfig
+from monitor.shell.daemon import Reader
+from monitor.shell.export import replay_families, samples
+from monitor.shell.tail import Block
 
 Source = SourceConfig | LabelSourceConfig
 BATCH_LINES = 4096  # lines handed to the aggregator at once between two steps

@@ -11,16 +11,33 @@ import math
 import os
 import re
 import reprlib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import timezone as _timezone
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import tzinfo
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from monitor.errors import ConfigError, ConfigErrors
+from monitor.core.errors import ConfigError, ConfigErrors
+from monitor.core.settings import (
+    BENTOML_FIELDS,
+    DEFAULT_MAX_ID_BYTES,
+    DEFAULT_MAX_SKEW_S,
+    FORMATS,
+    MAX_SPOOL_BYTES,
+    SPOOL_FOLDER,
+    UTC,
+    Config,
+    FieldPath,
+    Fields,
+    HttpSourceConfig,
+    LabelSourceConfig,
+    ModelConfig,
+    ReferenceSpec,
+    SourceConfig,
+    WindowSpec,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -37,121 +54,6 @@ MAX_DURATION_S = 10 * 366 * 86400.0
 MAX_CONFIG_BYTES = 1 << 20
 MAX_YAML_DEPTH = 64
 MAX_YAML_NODES = 200_000  # counted after alias expansion (a billion laughs is 10^9)
-FieldPath = tuple[str, ...]
-UTC: tzinfo = _timezone.utc
-DEFAULT_MAX_ID_BYTES = 256
-DEFAULT_MAX_SKEW_S = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class WindowSpec:
-    """A sliding window: `duration_s` (time) or `count` (last N predictions)."""
-
-    name: str
-    duration_s: float | None = None
-    count: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ReferenceSpec:
-    kind: str  # cumulative | window | decay | static
-    duration_s: float | None = None
-    half_life_s: float | None = None
-    prior: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    classes: tuple[str, ...]
-    windows: tuple[WindowSpec, ...]
-    reference: ReferenceSpec = ReferenceSpec("cumulative")
-    min_samples: int = 100
-    smoothing: float = 0.0
-    epsilon: float = 1e-12
-
-
-@dataclass(frozen=True, slots=True)
-class Fields:
-    """Where each value lives in a line; dotted paths are split into tuples."""
-
-    timestamp: FieldPath = ("ts",)
-    model: FieldPath = ("model",)
-    probabilities: FieldPath = ("probs",)
-    prediction: FieldPath = ("prediction",)
-    label: FieldPath = ("label",)
-    id: FieldPath = ("id",)
-
-
-FORMATS = ("jsonl", "bentoml", "sagemaker")  # of files; `kserve` is the spool of an http source
-# Where BentoML's monitoring data logs keep each value; probabilities, prediction and
-# label default to the empty path: "the column the schema file gives that role".
-BENTOML_FIELDS = Fields(timestamp=("timestamp",), probabilities=(), prediction=(), label=(),
-                        id=("request_id",))
-SPOOL_FOLDER = "spool"  # under state_dir: one folder per http source
-MAX_SPOOL_BYTES = 256 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class SourceConfig:
-    name: str
-    path: str
-    model: str | None = None
-    fields: Fields = Fields()
-    start_at: str = "beginning"
-    format: str = "jsonl"
-    timezone: tzinfo = UTC  # of RFC 3339 timestamps without an offset
-    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
-
-
-@dataclass(frozen=True, slots=True)
-class LabelSourceConfig:
-    name: str
-    path: str
-    model: str | None = None
-    fields: Fields = Fields()
-    start_at: str = "beginning"
-    format: str = "jsonl"
-    timezone: tzinfo = UTC
-    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
-    join_ttl_s: float = 86400.0
-    max_pending: int = 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class HttpSourceConfig:
-    """Events POSTed to `path` on `listen`, spooled in `state_dir` and read from there
-    by the prediction source of the same name (see `spool_source`)."""
-
-    name: str
-    path: str  # URL path, e.g. /kserve/fraud
-    model: str | None = None
-    output: str | None = None  # the v2 output tensor to read (default: the first)
-    max_spool_bytes: int = MAX_SPOOL_BYTES
-    format: str = "kserve"
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 9841
-    state_dir: str | None = None
-    checkpoint_interval_s: float = 1.0
-    poll_interval_s: float = 1.0
-    watch: str = "auto"  # auto (inotify + polling) | poll
-    max_models: int = 100
-    max_line_bytes: int = 1 << 20
-    max_id_bytes: int = DEFAULT_MAX_ID_BYTES
-    max_clock_skew_s: float = DEFAULT_MAX_SKEW_S
-    max_open_files: int = 512  # log files held open at once, over every source
-    sum_tolerance: float = 1e-3
-    sources: tuple[SourceConfig, ...] = ()
-    labels: tuple[LabelSourceConfig, ...] = ()
-    http_sources: tuple[HttpSourceConfig, ...] = ()
-    models: Mapping[str, ModelConfig] = field(default_factory=dict)
-    default_model: ModelConfig | None = None
-    web_config_file: str | None = None  # exporter-toolkit web config: TLS, basic auth
-
-
 _show = reprlib.Repr()  # a value quoted in a message stays short, whatever its size
 _show.maxstring = _show.maxother = 60
 _show.maxlevel, _show.maxlist, _show.maxdict = 2, 4, 4

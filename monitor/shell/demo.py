@@ -27,10 +27,10 @@ import time
 from dataclasses import replace
 from importlib import resources
 
-from monitor.aggregate import Snapshot
-from monitor.config import load_config
-from monitor.daemon import STOP, Daemon
-from monitor.replay import format_table, min_samples_of
+from monitor.core.aggregate import Snapshot
+from monitor.shell.config import load_config
+from monitor.shell.daemon import STOP, Daemon
+from monitor.shell.replay import format_table, min_samples_of
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The shell: files, clock, threads, sockets and the command line, around the core."""
