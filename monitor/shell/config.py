@@ -14,6 +14,7 @@ import reprlib
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import tzinfo
+from types import MappingProxyType
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -478,7 +479,7 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
                                     if state_dir is not None),
         labels=labels,
         http_sources=http,
-        models=models,
+        models=MappingProxyType(models),
         default_model=default,
         web_config_file=None if web_config_file is None else _resolve(web_config_file, base_dir),
     )

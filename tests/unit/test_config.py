@@ -3,6 +3,7 @@ naming its dotted key path (`models.fraud.windows[1]`, `sources[0].path`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 from datetime import timedelta
 from zoneinfo import ZoneInfo
@@ -342,3 +343,12 @@ def test_max_id_bytes_and_max_clock_skew_defaults_and_settings():
     assert (config.max_id_bytes, config.max_clock_skew_s) == (256, 300.0)
     config = build(MINIMAL + "max_id_bytes: 64\nmax_clock_skew: 1h\n")
     assert (config.max_id_bytes, config.max_clock_skew_s) == (64, 3600.0)
+
+
+def test_the_built_config_is_frozen_all_the_way_down():
+    config = build_config({"sources": [{"name": "p", "path": "p.log"}],
+                           "models": {"m": {"classes": ["a", "b"], "windows": ["5m"]}}})
+    with pytest.raises(TypeError):
+        config.models["other"] = config.models["m"]  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.max_models = 1  # type: ignore[misc]
