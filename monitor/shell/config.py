@@ -103,7 +103,7 @@ def _interval(value: object) -> float:
 T = TypeVar("T")
 
 
-class _Reader:
+class KeyReader:
     """Walks a YAML mapping, recording problems instead of raising at the first."""
 
     def __init__(self) -> None:
@@ -120,7 +120,7 @@ class _Reader:
             return {}
         for key in value:
             if key not in allowed:
-                self.fail(_join(path, str(key)), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+                self.fail(key_path(path, str(key)), f"unknown key (allowed: {', '.join(sorted(allowed))})")
         return {k: v for k, v in value.items() if k in allowed}
 
     def get(
@@ -136,15 +136,15 @@ class _Reader:
         try:
             return convert(raw[key])
         except (ValueError, TypeError) as exc:
-            self.fail(_join(path, key), str(exc))
+            self.fail(key_path(path, key), str(exc))
             return default
 
 
-def _join(path: str, key: str) -> str:
+def key_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _string(value: object) -> str:
+def non_empty_string(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {show(value)}")
     return value
@@ -152,7 +152,7 @@ def _string(value: object) -> str:
 
 def _path(value: object) -> str:
     """A file path or glob: a string the OS can take (no NUL byte)."""
-    text = _string(value)
+    text = non_empty_string(value)
     if "\0" in text:
         raise ValueError(f"a path cannot contain a NUL byte, got {show(value)}")
     return text
@@ -193,7 +193,7 @@ def _bool(value: object) -> bool:
     return value
 
 
-def _choice(*choices: str) -> Callable[[object], str]:
+def choice(*choices: str) -> Callable[[object], str]:
     def convert(value: object) -> str:
         if not isinstance(value, str) or value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}, got {show(value)}")
@@ -204,7 +204,7 @@ def _choice(*choices: str) -> Callable[[object], str]:
 
 def _zone(value: object) -> tzinfo:
     """An IANA time zone name (`Europe/Berlin`, `UTC`)."""
-    name = _string(value)
+    name = non_empty_string(value)
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):  # ValueError: not a key ("../x")
@@ -214,48 +214,48 @@ def _zone(value: object) -> tzinfo:
 
 def parse_listen(value: object) -> tuple[str, int]:
     """`HOST:PORT` (`[::1]:PORT` for IPv6) -> (host, port)."""
-    text = _string(value)
+    text = non_empty_string(value)
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected HOST:PORT (0.0.0.0:PORT for every interface), got {show(value)}")
     return host.strip("[]"), int(port)
 
 
-def _fields(reader: _Reader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
+def _fields(reader: KeyReader, raw: object, path: str, defaults: Fields = Fields()) -> Fields:
     names = set(Fields.__dataclass_fields__)
     mapping = reader.mapping(raw, path, names)
     kwargs: dict[str, FieldPath] = {}
     for key, value in mapping.items():
         try:
-            text = _string(value)
+            text = non_empty_string(value)
         except ValueError as exc:
-            reader.fail(_join(path, key), str(exc))
+            reader.fail(key_path(path, key), str(exc))
             continue
         kwargs[key] = tuple(text.split("."))
     return replace(defaults, **kwargs)
 
 
-def _resolve(path: str, base_dir: str) -> str:
+def resolve_path(path: str, base_dir: str) -> str:
     path = os.path.expanduser(path)
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
 
 
-def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
+def _source(reader: KeyReader, raw: object, path: str, base_dir: str, labels: bool) -> Any:
     allowed = {"name", "path", "model", "fields", "start_at", "format", "timezone", "follow_symlinks"}
     if labels:
         allowed |= {"join_ttl", "max_pending"}
     data = reader.mapping(raw, path, allowed)
     for key in ("name", "path"):
         if key not in data:
-            reader.fail(_join(path, key), "required")
-    kind = reader.get(data, "format", path, _choice(*FORMATS), "jsonl")
+            reader.fail(key_path(path, key), "required")
+    kind = reader.get(data, "format", path, choice(*FORMATS), "jsonl")
     common: dict[str, Any] = dict(
-        name=reader.get(data, "name", path, _string, "?"),
-        path=_resolve(reader.get(data, "path", path, _path, "?"), base_dir),
-        model=reader.get(data, "model", path, _string, None),
-        fields=_fields(reader, data.get("fields"), _join(path, "fields"),
+        name=reader.get(data, "name", path, non_empty_string, "?"),
+        path=resolve_path(reader.get(data, "path", path, _path, "?"), base_dir),
+        model=reader.get(data, "model", path, non_empty_string, None),
+        fields=_fields(reader, data.get("fields"), key_path(path, "fields"),
                        BENTOML_FIELDS if kind == "bentoml" else Fields()),
-        start_at=reader.get(data, "start_at", path, _choice("beginning", "end"), "beginning"),
+        start_at=reader.get(data, "start_at", path, choice("beginning", "end"), "beginning"),
         format=kind,
         timezone=reader.get(data, "timezone", path, _zone, UTC),
         follow_symlinks=reader.get(data, "follow_symlinks", path, _bool, False),
@@ -269,21 +269,21 @@ def _source(reader: _Reader, raw: object, path: str, base_dir: str, labels: bool
     )
 
 
-def _http_source(reader: _Reader, raw: object, path: str) -> HttpSourceConfig:
+def _http_source(reader: KeyReader, raw: object, path: str) -> HttpSourceConfig:
     data = reader.mapping(raw, path, {"name", "path", "format", "model", "output",
                                       "max_spool_bytes"})
     for key in ("name", "path", "format"):
         if key not in data:
-            reader.fail(_join(path, key), "required")
-    url = reader.get(data, "path", path, _string, "/")
+            reader.fail(key_path(path, key), "required")
+    url = reader.get(data, "path", path, non_empty_string, "/")
     if not url.startswith("/") or "?" in url or url in ("/metrics", "/healthz", "/readyz"):
-        reader.fail(_join(path, "path"), f"expected a URL path like /kserve/fraud, got {url!r}")
+        reader.fail(key_path(path, "path"), f"expected a URL path like /kserve/fraud, got {url!r}")
     return HttpSourceConfig(
-        name=reader.get(data, "name", path, _string, "?"),
+        name=reader.get(data, "name", path, non_empty_string, "?"),
         path=url,
-        format=reader.get(data, "format", path, _choice("kserve"), "kserve"),
-        model=reader.get(data, "model", path, _string, None),
-        output=reader.get(data, "output", path, _string, None),
+        format=reader.get(data, "format", path, choice("kserve"), "kserve"),
+        model=reader.get(data, "model", path, non_empty_string, None),
+        output=reader.get(data, "output", path, non_empty_string, None),
         max_spool_bytes=reader.get(data, "max_spool_bytes", path, _int(4096), MAX_SPOOL_BYTES),
     )
 
@@ -298,7 +298,7 @@ def spool_source(http: HttpSourceConfig, state_dir: str) -> SourceConfig:
                         model=http.model, format=http.format)
 
 
-def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
+def _window(reader: KeyReader, raw: object, path: str) -> WindowSpec | None:
     if isinstance(raw, dict):
         data = reader.mapping(raw, path, {"count"})
         if "count" not in data:
@@ -306,7 +306,7 @@ def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
             return None
         count = reader.get(data, "count", path, _int(1), None)
         if count is not None and count > MAX_COUNT:
-            reader.fail(_join(path, "count"), f"at most {MAX_COUNT} (each holds a row of K floats)")
+            reader.fail(key_path(path, "count"), f"at most {MAX_COUNT} (each holds a row of K floats)")
             return None
         return None if count is None else WindowSpec(f"count:{count}", count=count)
     try:
@@ -320,7 +320,7 @@ def _window(reader: _Reader, raw: object, path: str) -> WindowSpec | None:
     return WindowSpec(str(raw).strip(), duration_s=duration_s)
 
 
-def _reference(reader: _Reader, raw: object, path: str, n_classes: int) -> ReferenceSpec:
+def _reference(reader: KeyReader, raw: object, path: str, n_classes: int) -> ReferenceSpec:
     if raw is None or raw == "cumulative":
         return ReferenceSpec("cumulative")
     if not isinstance(raw, dict) or len(raw) != 1:
@@ -333,7 +333,7 @@ def _reference(reader: _Reader, raw: object, path: str, n_classes: int) -> Refer
         return ReferenceSpec("decay", half_life_s=reader.get(data, "decay", path, parse_duration, 1.0))
     if "static" in data:
         prior = data["static"]
-        spath = _join(path, "static")
+        spath = key_path(path, "static")
         if not isinstance(prior, list) or not all(
             isinstance(p, int | float) and not isinstance(p, bool) for p in prior
         ):
@@ -352,11 +352,11 @@ def _reference(reader: _Reader, raw: object, path: str, n_classes: int) -> Refer
     return ReferenceSpec("cumulative")
 
 
-def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
+def _model(reader: KeyReader, raw: object, path: str) -> ModelConfig | None:
     allowed = {"classes", "reference", "windows", "min_samples", "smoothing", "epsilon"}
     data = reader.mapping(raw, path, allowed)
     classes = data.get("classes")
-    cpath = _join(path, "classes")
+    cpath = key_path(path, "classes")
     if classes is None:
         reader.fail(cpath, "required")
         return None
@@ -371,7 +371,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
     raw_windows = data.get("windows", ["5m", "1h"])
     windows: list[WindowSpec] = []
     if not isinstance(raw_windows, list) or not raw_windows:
-        reader.fail(_join(path, "windows"), "expected a non-empty list of windows")
+        reader.fail(key_path(path, "windows"), "expected a non-empty list of windows")
     else:
         for i, item in enumerate(raw_windows):
             spec = _window(reader, item, f"{path}.windows[{i}]")
@@ -384,7 +384,7 @@ def _model(reader: _Reader, raw: object, path: str) -> ModelConfig | None:
     return ModelConfig(
         classes=names,
         windows=tuple(windows),
-        reference=_reference(reader, data.get("reference"), _join(path, "reference"), len(names)),
+        reference=_reference(reader, data.get("reference"), key_path(path, "reference"), len(names)),
         min_samples=reader.get(data, "min_samples", path, _int(0), 100),
         smoothing=reader.get(data, "smoothing", path, _float(0.0), 0.0),
         epsilon=reader.get(data, "epsilon", path, _float(0.0, strict=True), 1e-12),
@@ -400,7 +400,7 @@ _TOP = {
 
 def build_config(raw: object, base_dir: str = ".") -> Config:
     """Validate a parsed YAML document; raise ConfigErrors listing every problem."""
-    reader = _Reader()
+    reader = KeyReader()
     data = reader.mapping(raw, "", _TOP)
     if raw is None:
         reader.fail("sources", "required: the config is empty")
@@ -465,23 +465,23 @@ def build_config(raw: object, base_dir: str = ".") -> Config:
     config = Config(
         listen_host=host,
         listen_port=port,
-        state_dir=None if state_dir is None else _resolve(state_dir, base_dir),
+        state_dir=None if state_dir is None else resolve_path(state_dir, base_dir),
         checkpoint_interval_s=reader.get(data, "checkpoint_interval", "", _interval, 1.0),
         poll_interval_s=reader.get(data, "poll_interval", "", _interval, 1.0),
-        watch=reader.get(data, "watch", "", _choice("auto", "poll"), "auto"),
+        watch=reader.get(data, "watch", "", choice("auto", "poll"), "auto"),
         max_models=reader.get(data, "max_models", "", _int(1, MAX_MODELS), 100),
         max_line_bytes=reader.get(data, "max_line_bytes", "", _int(16, MAX_LINE_BYTES), 1 << 20),
         max_open_files=reader.get(data, "max_open_files", "", _int(1), 512),
         max_id_bytes=reader.get(data, "max_id_bytes", "", _int(1, MAX_ID_BYTES), DEFAULT_MAX_ID_BYTES),
         max_clock_skew_s=reader.get(data, "max_clock_skew", "", parse_duration, DEFAULT_MAX_SKEW_S),
         sum_tolerance=reader.get(data, "sum_tolerance", "", _float(0.0, maximum=1.0), 1e-3),
-        sources=predictions + tuple(spool_source(h, _resolve(state_dir, base_dir)) for h in http
+        sources=predictions + tuple(spool_source(h, resolve_path(state_dir, base_dir)) for h in http
                                     if state_dir is not None),
         labels=labels,
         http_sources=http,
         models=MappingProxyType(models),
         default_model=default,
-        web_config_file=None if web_config_file is None else _resolve(web_config_file, base_dir),
+        web_config_file=None if web_config_file is None else resolve_path(web_config_file, base_dir),
     )
     if len(models) > config.max_models:
         reader.fail("models", f"{len(models)} models configured, more than max_models={config.max_models}")
@@ -505,7 +505,7 @@ class _BoundedLoader(yaml.SafeLoader):
         # `index` is the key node of a mapping value, the position of a list item, or
         # None while composing a key.
         if isinstance(index, yaml.ScalarNode):
-            self.keys.append(_join(self.keys[-1] if self.keys else "", str(index.value)))
+            self.keys.append(key_path(self.keys[-1] if self.keys else "", str(index.value)))
         elif isinstance(index, int):
             self.keys.append(f"{self.keys[-1] if self.keys else ''}[{index}]")
         else:

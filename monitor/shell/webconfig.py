@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from monitor.core.errors import ConfigErrors
-from monitor.shell.config import _choice, _join, _Reader, _resolve, _string, read_yaml
+from monitor.shell.config import KeyReader, choice, key_path, non_empty_string, read_yaml, resolve_path
 
 CLIENT_AUTH_TYPES = ("NoClientCert", "RequireAnyClientCert", "VerifyClientCertIfGiven",
                      "RequireAndVerifyClientCert")
@@ -105,7 +105,7 @@ def _bool(value: object) -> bool:
     return value
 
 
-def _names(reader: _Reader, raw: object, path: str, known: tuple[str, ...]) -> tuple[str, ...]:
+def _names(reader: KeyReader, raw: object, path: str, known: tuple[str, ...]) -> tuple[str, ...]:
     if not isinstance(raw, list):
         reader.fail(path, "expected a list of names")
         return ()
@@ -115,7 +115,7 @@ def _names(reader: _Reader, raw: object, path: str, known: tuple[str, ...]) -> t
     return tuple(str(n) for n in raw if n in known)
 
 
-def _tls(reader: _Reader, raw: object, base_dir: str) -> TLSServerConfig | None:
+def _tls(reader: KeyReader, raw: object, base_dir: str) -> TLSServerConfig | None:
     path = "tls_server_config"
     keys = {"cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
             "max_version", "cipher_suites", "curve_preferences", "prefer_server_cipher_suites",
@@ -123,35 +123,35 @@ def _tls(reader: _Reader, raw: object, base_dir: str) -> TLSServerConfig | None:
     data = reader.mapping(raw, path, keys)
     for key in ("cert", "key", "client_ca", "client_allowed_sans"):
         if key in data:
-            reader.fail(_join(path, key), UNSUPPORTED[_join(path, key)])
+            reader.fail(key_path(path, key), UNSUPPORTED[key_path(path, key)])
     # As exporter-toolkit's IsEnabled: any of these set means TLS is wanted.
     if not {"cert_file", "key_file", "client_auth_type", "client_ca_file"} & data.keys():
         return None
     files = {}
     for key in ("cert_file", "key_file"):
         if key not in data:
-            reader.fail(_join(path, key), "required when TLS is configured")
-        files[key] = _resolve(reader.get(data, key, path, _string, "?"), base_dir)
-    auth = reader.get(data, "client_auth_type", path, _choice(*CLIENT_AUTH_TYPES),
+            reader.fail(key_path(path, key), "required when TLS is configured")
+        files[key] = resolve_path(reader.get(data, key, path, non_empty_string, "?"), base_dir)
+    auth = reader.get(data, "client_auth_type", path, choice(*CLIENT_AUTH_TYPES),
                       "NoClientCert")
-    ca = reader.get(data, "client_ca_file", path, _string, None)
+    ca = reader.get(data, "client_ca_file", path, non_empty_string, None)
     if ca is not None and auth == "NoClientCert":
-        reader.fail(_join(path, "client_ca_file"),
+        reader.fail(key_path(path, "client_ca_file"),
                     "client CA configured without a client_auth_type that uses it")
     if ca is None and auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert"):
-        reader.fail(_join(path, "client_ca_file"), f"required with client_auth_type {auth}")
-    low = reader.get(data, "min_version", path, _choice(*TLS_VERSIONS), "TLS12")
-    high = reader.get(data, "max_version", path, _choice(*TLS_VERSIONS), "TLS13")
+        reader.fail(key_path(path, "client_ca_file"), f"required with client_auth_type {auth}")
+    low = reader.get(data, "min_version", path, choice(*TLS_VERSIONS), "TLS12")
+    high = reader.get(data, "max_version", path, choice(*TLS_VERSIONS), "TLS13")
     if TLS_VERSIONS.index(low) > TLS_VERSIONS.index(high):
-        reader.fail(_join(path, "max_version"), f"{high} is below min_version {low}")
+        reader.fail(key_path(path, "max_version"), f"{high} is below min_version {low}")
     suites: tuple[str, ...] = ()
     if "cipher_suites" in data:
-        names = _names(reader, data["cipher_suites"], _join(path, "cipher_suites"),
+        names = _names(reader, data["cipher_suites"], key_path(path, "cipher_suites"),
                        (*CIPHER_SUITES, *TLS13_SUITES))
         suites = tuple(CIPHER_SUITES[n] for n in names if n in CIPHER_SUITES)
     curve = None
     if "curve_preferences" in data:
-        cpath = _join(path, "curve_preferences")
+        cpath = key_path(path, "curve_preferences")
         curves = _names(reader, data["curve_preferences"], cpath, GO_CURVES)
         if len(curves) > 1 or "X25519" in curves:
             reader.fail(cpath, "Python's ssl can set one curve only, one of "
@@ -162,7 +162,7 @@ def _tls(reader: _Reader, raw: object, base_dir: str) -> TLSServerConfig | None:
         cert_file=files["cert_file"],
         key_file=files["key_file"],
         client_auth_type=auth,
-        client_ca_file=None if ca is None else _resolve(ca, base_dir),
+        client_ca_file=None if ca is None else resolve_path(ca, base_dir),
         min_version=low,
         max_version=high,
         cipher_suites=suites,
@@ -172,7 +172,7 @@ def _tls(reader: _Reader, raw: object, base_dir: str) -> TLSServerConfig | None:
     )
 
 
-def _users(reader: _Reader, raw: object) -> tuple[tuple[str, bytes], ...]:
+def _users(reader: KeyReader, raw: object) -> tuple[tuple[str, bytes], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
@@ -180,7 +180,7 @@ def _users(reader: _Reader, raw: object) -> tuple[tuple[str, bytes], ...]:
         return ()
     users = []
     for name, hashed in raw.items():
-        upath = _join("basic_auth_users", str(name))
+        upath = key_path("basic_auth_users", str(name))
         if not isinstance(name, str) or not name or ":" in name:
             reader.fail(upath, "a user name is a non-empty string without ':'")
         elif not isinstance(hashed, str) or not _BCRYPT.match(hashed):
@@ -191,12 +191,12 @@ def _users(reader: _Reader, raw: object) -> tuple[tuple[str, bytes], ...]:
     return tuple(users)
 
 
-def _headers(reader: _Reader, raw: object) -> tuple[tuple[str, str], ...]:
+def _headers(reader: KeyReader, raw: object) -> tuple[tuple[str, str], ...]:
     path = "http_server_config.headers"
     data = reader.mapping(raw, path, set(HEADERS))
     headers = []
     for name, value in data.items():
-        hpath = _join(path, name)
+        hpath = key_path(path, name)
         allowed = HEADERS[name]
         if not isinstance(value, str) or not (value.isascii() and value.isprintable()):
             reader.fail(hpath, "expected a string of printable ASCII on one line")
@@ -210,7 +210,7 @@ def _headers(reader: _Reader, raw: object) -> tuple[tuple[str, str], ...]:
 def build_web_config(raw: object, path: str) -> WebConfig:
     """Validate a parsed web config document read from `path`; raise ConfigErrors listing
     every problem, each at its key path."""
-    reader = _Reader()
+    reader = KeyReader()
     data = reader.mapping(raw, "", {"tls_server_config", "basic_auth_users",
                                     "http_server_config", "rate_limit"})
     if "rate_limit" in data:
