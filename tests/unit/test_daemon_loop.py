@@ -248,3 +248,21 @@ def test_main_loop_waits_exactly_until_the_next_poll_or_checkpoint_and_stops_on_
     assert h.published() == 5
     assert h.daemon.next_checkpoint == 9.0
     assert h.daemon.last_tick == 6.0
+
+
+def test_a_sweep_that_read_something_is_followed_by_another_without_waiting(tmp_path):
+    h = Harness(tmp_path)
+    d = h.daemon
+    d.step()
+    n = (3 << 20) // len(line(0))  # more than one read (CHUNK_BYTES) of lines
+    append(h.logs / "p-1.jsonl", n)
+    reader = d.reader
+    sweep = reader.step
+    reader.step = lambda now: sweep(now, budget=1)  # one read a sweep
+    h.clock.advance(POLL_S)
+    counts = []
+    while not counts or counts[-1] < n:
+        assert d.step() == 0.0  # with the clock standing still: never waits for the interval
+        counts.append(d.aggregator.snapshot(h.clock.wall()).models[0].predictions_total)
+    assert len(counts) > 2 and counts == sorted(set(counts))  # one read at a time, each new
+    assert d.step() == POLL_S  # a sweep found nothing: back to the interval
