@@ -222,6 +222,18 @@ class Reader:
             tailer.close()
 
 
+def take_messages(messages: queue.SimpleQueue[str], timeout: float) -> list[str]:
+    """Wait up to `timeout` for a message, then take every message already queued."""
+    out = []
+    try:
+        out.append(messages.get(timeout=timeout) if timeout > 0 else messages.get_nowait())
+        while True:
+            out.append(messages.get_nowait())
+    except queue.Empty:
+        pass
+    return out
+
+
 class Daemon:
     def __init__(
         self,
@@ -230,7 +242,10 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         listen: tuple[str, int] | None = None,
+        wait: Callable[[queue.SimpleQueue[str], float], list[str]] = take_messages,
     ) -> None:
+        """`clock` is the window clock, `monotonic` times intervals, and `wait(messages,
+        timeout)` blocks for the loop's next messages: tests pass fakes of all three."""
         if config.state_dir is None:
             raise ConfigErrors([ConfigError("state_dir", "required for `run`")])
         self.path = os.path.join(config.state_dir, checkpoint.FILENAME)
@@ -240,6 +255,7 @@ class Daemon:
         self.config_path = config_path
         self.clock = clock
         self.monotonic = monotonic
+        self.wait = wait
         self.messages: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.snapshot: Snapshot | None = None
         self.stopping = False
@@ -248,6 +264,7 @@ class Daemon:
         self.last_durable = monotonic()
         self.last_tick = monotonic()
         self.next_checkpoint = 0.0
+        self.next_poll = 0.0
         self.source_files: dict[str, int] = {}  # replaced whole; the HTTP thread reads it
         self.exposition = Exposition(
             lambda: self.snapshot,
@@ -332,29 +349,36 @@ class Daemon:
 
     def main_loop(self) -> None:
         assert self.reader is not None
-        next_poll = 0.0
         while not self.stopping:
-            mono = self.monotonic()
-            self.last_tick = mono
-            read = 0
-            if mono >= next_poll:
-                read = self.reader.step(self.clock())
-                self.reader.warn_unmatched()
-                self.dirty = self.dirty or read > 0
-                if self.catch_up is not None and self.catch_up.progress(read):
-                    self.catch_up = None
-                # More data may be waiting: poll again at once instead of sleeping.
-                next_poll = mono if read else mono + self.config.poll_interval_s
-            if mono >= self.next_checkpoint:
-                self._checkpoint()
-            timeout = 0.0 if read else max(0.0, min(next_poll, self.next_checkpoint) - mono)
-            for message in self._messages(timeout):
-                if message == WAKE:
-                    next_poll = 0.0
-                elif message == RELOAD:
-                    self._reload()
-                elif message == STOP:
-                    self.stopping = True
+            self.handle(self.wait(self.messages, self.step()))
+
+    def step(self) -> float:
+        """One turn of the loop: poll the sources when due, checkpoint when due; returns
+        how long to wait for a message before the next turn (0: more data may be waiting)."""
+        assert self.reader is not None
+        mono = self.monotonic()
+        self.last_tick = mono
+        read = 0
+        if mono >= self.next_poll:
+            read = self.reader.step(self.clock())
+            self.reader.warn_unmatched()
+            self.dirty = self.dirty or read > 0
+            if self.catch_up is not None and self.catch_up.progress(read):
+                self.catch_up = None
+            # More data may be waiting: poll again at once instead of sleeping.
+            self.next_poll = mono if read else mono + self.config.poll_interval_s
+        if mono >= self.next_checkpoint:
+            self._checkpoint()
+        return 0.0 if read else max(0.0, min(self.next_poll, self.next_checkpoint) - mono)
+
+    def handle(self, messages: list[str]) -> None:
+        for message in messages:
+            if message == WAKE:
+                self.next_poll = 0.0
+            elif message == RELOAD:
+                self._reload()
+            elif message == STOP:
+                self.stopping = True
 
     def shutdown(self, clean: bool = True) -> None:
         """Stop watching, write the final checkpoint (only after a clean stop: after an
@@ -392,18 +416,6 @@ class Daemon:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-    def _messages(self, timeout: float) -> list[str]:
-        """Wait up to `timeout` for a message, then take every message already queued."""
-        out = []
-        try:
-            out.append(self.messages.get(timeout=timeout) if timeout > 0
-                       else self.messages.get_nowait())
-            while True:
-                out.append(self.messages.get_nowait())
-        except queue.Empty:
-            pass
-        return out
 
     def _healthy(self) -> bool:
         # The loop ticks at least every poll_interval; a stuck loop fails the probe.

@@ -31,15 +31,17 @@ def log_loss(labels: list[int], probs: np.ndarray, eps: float = 1e-12) -> float:
 
 
 @pytest.mark.parametrize("watch", ["auto", "poll"])
-def test_line_appended_to_watched_file_shows_in_metrics_within_2s(daemon_factory, logs, watch):
+def test_line_appended_to_watched_file_shows_by_the_next_poll_and_checkpoint(daemon_factory, logs,
+                                                                             watch):
+    interval_s = 1.0
     d = daemon_factory({"sources": [source(logs / "p-*.jsonl")], "watch": watch,
-                        "poll_interval": "1s", "checkpoint_interval": "1s",
+                        "poll_interval": f"{interval_s}s", "checkpoint_interval": f"{interval_s}s",
                         "models": {"fraud": model_config()}}).start()
     assert d.value("model_drift_predictions_total", model="fraud") == 0
     append(logs / "p-1.jsonl", [{"ts": time.time(), "probs": [0.2, 0.8], "label": 1}])
-    started = time.monotonic()
-    d.wait_value("model_drift_predictions_total", 1, timeout_s=2, model="fraud")
-    assert time.monotonic() - started < 2
+    # At worst read at the next poll, then published at the next checkpoint after it;
+    # the margin is for a loaded machine, far below another interval of each.
+    d.wait_value("model_drift_predictions_total", 1, timeout_s=2 * interval_s + 1.5, model="fraud")
     assert d.stop() == 0
 
 

@@ -161,10 +161,12 @@ def test_partial_line_waits_across_a_restart(daemon_factory, logs):
     with open(path, "ab") as fh:
         fh.write(line[10:] + b"\n")
     d.wait_value("model_drift_predictions_total", 2, model="fraud")
-    time.sleep(0.5)
+    # A marker line after it: once it counts, any line made of the halves would have too.
+    append(path, [line])
+    d.wait_value("model_drift_predictions_total", 3, model="fraud")
     samples = d.scrape()
     assert value(samples, "drift_monitor_lines_total", source="preds", status="rejected") == 0
-    assert value(samples, "model_drift_predictions_total", model="fraud") == 2
+    assert value(samples, "model_drift_predictions_total", model="fraud") == 3
     assert d.stop() == 0
 
 
@@ -281,15 +283,18 @@ def test_file_reappearing_with_known_content_is_not_read_twice(daemon_factory, l
     assert_counted_exactly(d, writer)
     outside = tmp_path / "elsewhere.jsonl"
     shutil.move(path, outside)
-    time.sleep(0.5)
+    time.sleep(0.5)  # pacing: the copy appears while the moved file may still be held open
     shutil.copyfile(outside, logs / "restored.jsonl")  # a new inode, the same content
-    time.sleep(1.5)
-    assert d.value("model_drift_predictions_total", model="fraud") == writer.total
+    # A marker file with its own content, made after the copy: the poll that finds it
+    # finds the copy too, so once the marker counts, a copy read twice would show.
+    append(logs / "marker-1.jsonl", [{"id": "marker-1", "probs": [0.5, 0.5]}])
+    d.wait_value("model_drift_predictions_total", writer.total + 1, model="fraud")
     assert d.stop() == 0
     shutil.copyfile(outside, logs / "again.jsonl")  # and while the daemon is down
+    append(logs / "marker-2.jsonl", [{"id": "marker-2", "probs": [0.5, 0.5]}])
     d.start()
-    time.sleep(1.5)
-    assert d.value("model_drift_predictions_total", model="fraud") == writer.total
+    d.wait_value("model_drift_predictions_total", writer.total + 2, model="fraud")
+    assert d.value("model_drift_predictions_total", model="fraud") == writer.total + 2
     assert d.stop() == 0
 
 
@@ -307,8 +312,10 @@ def test_start_at_end_skips_existing_lines_only(daemon_factory, logs):
     # another's is taken for its copy).
     append(logs / "new.jsonl", [{"id": f"n{i}", "probs": [0.5, 0.5]} for i in range(2)])
     d.wait_value("model_drift_predictions_total", 6, model="fraud")
-    time.sleep(0.5)
-    assert d.value("model_drift_predictions_total", model="fraud") == 6
+    # One more line after them: once it counts, the ten old lines would have too.
+    append(path, [{"probs": [0.5, 0.5]}])
+    d.wait_value("model_drift_predictions_total", 7, model="fraud")
+    assert d.value("model_drift_predictions_total", model="fraud") == 7
     assert d.stop() == 0
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pytest import approx
 
 from monitor.core.aggregate import Aggregator, Models, ModelState
-from monitor.core.parse import Reason
+from monitor.core.parse import MAX_TS, Reason
 from monitor.core.settings import ReferenceSpec
 from monitor.shell import checkpoint
 from monitor.shell.config import build_config
@@ -356,21 +356,25 @@ def test_reconfigure_with_a_new_reference_keeps_counters_and_restarts_the_refere
     assert fraud.reference_labels == 0
 
 
-@pytest.mark.parametrize("ts", [1e20, 1e300])
-def test_a_finite_but_absurd_timestamp_is_rejected_or_held_by_its_window(ts):
-    """Unix seconds far beyond any RFC 3339 time (year 9999): either a bad_timestamp, or,
-    if accepted as ok, the line must be in its time window like any other."""
+@pytest.mark.parametrize(("ts", "now", "ok"), [
+    (1e20, 100.0, False), (1e300, 100.0, False),
+    # At the year-10000 bound itself, with the clock just before it so that the skew
+    # check would let it through: only MAX_TS rejects it; a second less is an event.
+    (MAX_TS, MAX_TS - 10.0, False), (MAX_TS - 1.0, MAX_TS - 10.0, True),
+])
+def test_a_timestamp_from_year_10000_on_is_a_bad_timestamp(ts, now, ok):
     cfg = config({"fraud": {"classes": ["a", "b"], "windows": ["5m"], "min_samples": 1}})
     aggregator = Aggregator(cfg)
     ingest_predictions(aggregator, cfg.sources[0], [line(model="fraud", probs=[0.5, 0.5], ts=ts)],
-                       now=100.0)
-    snapshot = aggregator.snapshot(100.0)
+                       now=now)
+    snapshot = aggregator.snapshot(now)
     source = snapshot.sources[0]
-    if source.lines["rejected"]:
-        assert source.rejected["bad_timestamp"] == 1
-    else:
+    if ok:
         assert source.lines["ok"] == 1
         assert snapshot.models[0].window_predictions[0] == 1
+    else:
+        assert source.lines["rejected"] == 1
+        assert source.rejected["bad_timestamp"] == 1
 
 
 @SLOW

@@ -67,10 +67,11 @@ def test_fingerprint_depends_on_exactly_the_first_bytes(head, tail_a, tail_b, fl
 
 
 @FAST
-@given(st.integers(0, 10**12), st.integers(0, 10**12))
-def test_classify_compares_size_with_the_offset_read(offset, size):
-    expected = "truncated" if size < offset else "grown" if size > offset else "same"
-    assert classify(offset, size) == expected
+@given(st.integers(0, 10**12), st.integers(1, 10**12))
+def test_classify_any_shrink_is_a_truncation_and_any_growth_is_growth(offset, delta):
+    assert classify(offset + delta, offset) == "truncated"
+    assert classify(offset, offset + delta) == "grown"
+    assert classify(offset, offset) == "same"
 
 
 def test_classify_examples():
