@@ -262,11 +262,11 @@ def proc_threads_cpu_s(pid: int) -> float:
     """CPU time of the process's live threads at ns resolution (schedstat), for short
     samples where no thread comes or goes; utime + stime without schedstat."""
     try:
-        total = 0
+        ns = 0
         for tid in os.listdir(f"/proc/{pid}/task"):
             with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
-                total += int(fh.read().split()[0])
-        return total / 1e9
+                ns += int(fh.read().split()[0])
+        return ns / 1e9
     except (OSError, ValueError):
         return proc_cpu_s(pid)
 

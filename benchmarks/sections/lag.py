@@ -18,6 +18,7 @@ from benchmarks.common import (
     SCRIPT,
     Sizes,
     Table,
+    count,
     generate,
     now_ms,
     one_model_config,
@@ -78,12 +79,12 @@ def run(work: Path, sizes: Sizes, table: Table) -> None:
         writer_proc = spawn([sys.executable, str(SCRIPT), "--writer", str(source), str(log),
                              str(sizes.lag_rate), str(sizes.lag_seconds), str(record)], LOAD_CPU)
         deadline = time.monotonic() + sizes.lag_seconds + 60
-        count = 0.0
+        counted = 0.0
         while time.monotonic() < deadline:
             t_before = time.monotonic()
-            count = count(daemon)
-            scrapes.append((time.monotonic(), count))
-            if count >= total:
+            counted = count(daemon)
+            scrapes.append((time.monotonic(), counted))
+            if counted >= total:
                 break
             time.sleep(max(0.0, 0.05 - (time.monotonic() - t_before)))
         writer_proc.wait(timeout=max(1.0, deadline - time.monotonic()))
@@ -99,7 +100,7 @@ def run(work: Path, sizes: Sizes, table: Table) -> None:
     lags.sort()
     p50 = lags[len(lags) // 2]
     p99 = lags[min(len(lags) - 1, math.ceil(0.99 * len(lags)) - 1)]
-    kept_up = count >= total
+    kept_up = counted >= total
     achieved = total / elapsed
     table.add(f"live writer ({sizes.lag_rate:,} lines/s for {sizes.lag_seconds:g}s)",
               f"{total:,} lines in {elapsed:.2f}s ({achieved:,.0f} lines/s achieved)",
@@ -107,5 +108,5 @@ def run(work: Path, sizes: Sizes, table: Table) -> None:
     table.add("live lag write -> /metrics (p50 / p99 / max)",
               f"{p50:.2f} / {p99:.2f} / {lags[-1]:.2f} s", "p99 < 2 s", p99 < 2.0)
     table.add("live daemon kept up (final count == written)",
-              f"{count:,.0f} of {total:,}", "all", kept_up)
+              f"{counted:,.0f} of {total:,}", "all", kept_up)
     shutil.rmtree(folder)
