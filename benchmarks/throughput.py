@@ -20,7 +20,6 @@ Internal subcommands (run in pinned child processes by the benchmark itself):
     --checkpoint-probe CONFIG       loads a log in-process and times checkpoint writes
 """
 
-
 from __future__ import annotations
 
 import argparse
