@@ -521,6 +521,14 @@ class Daemon:
             reader = self.reader
             self.ingest.release(lambda name: reader.tailers[name].records())
 
+    def write_checkpoint(self) -> float:
+        """Make the state durable now, as the loop does when a checkpoint is due and
+        anything changed, and return the seconds the loop would be held up (wall time,
+        whatever clock the daemon runs on): what benchmarks time."""
+        started = time.perf_counter()
+        self._write_checkpoint()
+        return time.perf_counter() - started
+
     def _checkpoint(self) -> None:
         """Write if anything changed, else only refresh the published snapshot (idle
         windows still move with the clock); back off while writes fail."""

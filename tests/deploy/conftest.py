@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.harness import free_port
 from tests.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -54,12 +54,6 @@ def binary(name: str) -> str:
     if path is None:
         pytest.skip(f"{name} not found: install the Debian package {PACKAGES.get(name, name)}")
     return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def monitor_command(*args: str) -> list[str]:

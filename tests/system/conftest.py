@@ -4,42 +4,19 @@ real HTTP scrapes parsed by prometheus_client's parser. Every wait is bounded.""
 from __future__ import annotations
 
 import json
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
+# free_port and parse_metrics are re-exported: the system tests import them here.
+from tests.harness import DaemonProcess, free_port, parse_metrics, value  # noqa: F401
 from tests.waiting import wait_until
-
-Samples = dict[tuple[str, frozenset], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def parse_metrics(text: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
 
 
 def append(path: Path, lines: list[dict | str | bytes]) -> None:
@@ -57,70 +34,6 @@ def run_cli(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout_s)
 
 
-class DaemonProcess:
-    """`drift-monitor run` on a config written into a temp folder."""
-
-    def __init__(self, folder: Path, config: dict) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.config = {"listen": f"127.0.0.1:{self.port}", "state_dir": str(folder / "state"),
-                       "checkpoint_interval": "200ms", "poll_interval": "200ms", **config}
-        self.config_path = folder / "config.yaml"
-        self.write_config(self.config)
-        self.proc: subprocess.Popen | None = None
-        self.stderr_path = folder / "daemon.stderr"
-
-    def write_config(self, config: dict) -> None:
-        self.config_path.write_text(yaml.safe_dump(config))
-
-    def start(self, wait_ready: bool = True) -> DaemonProcess:
-        with open(self.stderr_path, "ab") as stderr:  # the child keeps its own copy
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "monitor", "run", "--config", str(self.config_path)],
-                stdout=subprocess.DEVNULL, stderr=stderr)
-        if wait_ready:
-            wait_until(self.ready, 20)
-        return self
-
-    def ready(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def scrape(self) -> Samples:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            return parse_metrics(r.read().decode())
-
-    def value(self, name: str, **labels: str) -> float | None:
-        return value(self.scrape(), name, **labels)
-
-    def wait_value(self, name: str, expected: float, timeout_s: float = 10, **labels: str) -> None:
-        wait_until(lambda: self.value(name, **labels) == expected, timeout_s)
-
-    def send(self, sig: int) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=timeout_s)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(timeout=10)
-
-    def log(self) -> str:
-        return self.stderr_path.read_text(errors="replace") if self.stderr_path.exists() else ""
-
-
 @pytest.fixture
 def daemon_factory(tmp_path: Path) -> Iterator[Callable[[dict], DaemonProcess]]:
     started: list[DaemonProcess] = []
@@ -132,9 +45,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[[dict], DaemonProcess]]:
 
     yield make
     for d in started:
-        if d.proc is not None and d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.wait(timeout=10)
+        d.kill()
 
 
 def model_config(**overrides: object) -> dict:
@@ -151,8 +62,6 @@ def logs(tmp_path: Path) -> Path:
     folder = tmp_path / "logs"
     folder.mkdir()
     return folder
-
-
 
 
 class Writer:

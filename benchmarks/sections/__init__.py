@@ -1,0 +1,1 @@
+"""The benchmark's sections, one module each; benchmarks/throughput.py runs them."""
