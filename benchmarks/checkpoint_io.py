@@ -160,7 +160,7 @@ def run(rate: int, seconds: int, warmup: int, ids: bool, max_pending: int,
     daemon.reader.close()
     fresh = Daemon(config, None, clock=clock)
     started = time.perf_counter()
-    fresh._restore()
+    fresh.restore()
     restore_s = time.perf_counter() - started
     assert fresh.reader is not None
     fresh.reader.close()

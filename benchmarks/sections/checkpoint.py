@@ -67,7 +67,7 @@ def checkpoint_probe(config_path: str, repeats: int = 5) -> dict:
     daemon.reader.close()
     fresh = Daemon(config, None)
     t = time.perf_counter()
-    fresh._restore()
+    fresh.restore()
     restore_s = time.perf_counter() - t
     return {"lines": lines, "load_s": load_s, "write_s": writes, "snapshot_s": snapshots,
             "bytes": size, "restore_s": restore_s,

@@ -311,7 +311,7 @@ class Daemon:
             self.ingest = Ingest(self.config, self.clock)
         except OSError as exc:
             raise StateError(f"spool in {self.config.state_dir}: {exc.strerror}") from None
-        self._restore()
+        self.restore()
         assert self.reader is not None
         # Where each file starts (start_at: end) is fixed before we report ready.
         self.reader.scan()
@@ -458,7 +458,7 @@ class Daemon:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
         """Aggregates and file offsets from the snapshot and its journal, or a fresh start
         when there is none. Unusable state (damaged, or well-formed but not what this
         config can hold: a CheckpointError, and nothing else) is reported in one line and

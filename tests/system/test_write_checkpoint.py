@@ -46,7 +46,7 @@ def test_write_checkpoint_is_durable_and_timed_in_wall_seconds(tmp_path: Path) -
     (record,) = saved.meta["tail"]["preds"]["files"]
     assert (record["offset"], record["line_no"]) == (log.stat().st_size, 50)
     fresh = Daemon(config, None, clock=lambda: FROZEN, monotonic=lambda: 100.0)
-    fresh._restore()  # what a restart after kill -9 would see
+    fresh.restore()  # what a restart after kill -9 would see
     assert fresh.reader is not None
     fresh.reader.close()
     assert fresh.aggregator.counters["preds"].lines["ok"] == 50
