@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +89,13 @@ class Labels:
     ts: npt.NDArray[np.float64]
     raw: list[int | str | None]
 
+    def take(self, keep: list[bool]) -> Labels:
+        """The rows where `keep` is True."""
+        mask = np.asarray(keep, dtype=bool)
+        return Labels(self.index[mask], [m for m, ok in zip(self.model, keep) if ok],
+                      [x for x, ok in zip(self.ids, keep) if ok], self.labels[mask], self.ts[mask],
+                      [r for r, ok in zip(self.raw, keep) if ok])
+
 
 @dataclass(slots=True)
 class Parsed:
@@ -96,16 +103,34 @@ class Parsed:
     labels: Labels | None = None
     rejects: list[Reject] = field(default_factory=list)
     blank: int = 0  # empty lines: skipped, neither ok nor rejected
+    # Models with accepted lines that the `Known` view did not hold, in order of each
+    # one's first accepted line: the aggregator admits them (or rejects their lines).
+    new: list[str] = field(default_factory=list)
 
 
-class Catalog(Protocol):
-    """The model streams. `classes` looks a name up without admitting it; `admit` takes
-    it in (or says why not) once a line of it has passed every check, so a rejected
-    line never takes one of the `max_models` slots."""
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the parser checks model names against, read-only: the classes of the models
+    already admitted, and those a model not yet seen would get (`models.default`; None:
+    an unknown model). `only`: a label source's own model, the one name it may use.
+    The parser never admits: a line of a new model that passes every check is returned
+    as such, so a rejected line never takes one of the `max_models` slots."""
 
-    def classes(self, name: str) -> tuple[str, ...] | Reason: ...
+    models: Mapping[str, tuple[str, ...]]
+    default: tuple[str, ...] | None = None
+    only: str | None = None
 
-    def admit(self, name: str) -> Reason | None: ...
+    def classes(self, name: str) -> tuple[str, ...] | Reason:
+        if self.only is not None and name != self.only:
+            return Reason.UNKNOWN_MODEL
+        classes = self.models.get(name)
+        if classes is not None:
+            return classes
+        return self.default if self.default is not None else Reason.UNKNOWN_MODEL
+
+    def restricted(self, only: str | None) -> Known:
+        """This view as a label source feeding only model `only` (None: any) sees it."""
+        return self if only is None else replace(self, only=only)
 
 _MISSING = object()
 
@@ -314,7 +339,7 @@ def parse_predictions(
     n: int,
     fields: Fields,
     default_model: str | None,
-    catalog: Catalog,
+    known: Known,
     now: float,
     sum_tolerance: float,
     decoder: BlockDecoder | None = None,
@@ -331,6 +356,8 @@ def parse_predictions(
     length, numeric or absent time, integer or absent label, string or absent id) go
     through typed block decoding and numpy; every other line takes the plain path,
     which knows every rejection reason. Both paths give the same answer for a line.
+    Lines of a model `known` does not hold yet are kept under it and the model is
+    listed in `new`.
     """
     rules = _Rules(now, max_skew_s, zone, max_id_bytes)
     parsed = Parsed()
@@ -343,20 +370,17 @@ def parse_predictions(
         if records is None:
             lines = split(data)
             records = [decoder.decode_line(line) for line in lines]
-        plain = _fast(records, decoder, default_model, catalog, rules, rows, classes_of, parsed)
+        plain = _fast(records, decoder, default_model, known, rules, rows, classes_of, parsed)
     if len(plain):
         lines = lines if lines is not None else split(data)
-        _plain(lines, plain, fields, default_model, catalog, rules, rows, classes_of, parsed)
+        _plain(lines, plain, fields, default_model, known, rules, rows, classes_of, parsed)
     accepted = [_validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
                 for model, r in rows.items()]
-    # Admission in order of each model's first accepted line.
+    # In order of each model's first accepted line: the order the aggregator admits in.
     for batch in sorted((b for b in accepted if len(b.index)), key=lambda b: b.index[0]):
-        refusal = catalog.admit(batch.model)
-        if refusal is None:
-            parsed.predictions[batch.model] = batch
-        else:
-            named = model_detail(batch.model)
-            parsed.rejects.extend(Reject(int(i), refusal, named) for i in batch.index)
+        parsed.predictions[batch.model] = batch
+        if batch.model not in known.models:
+            parsed.new.append(batch.model)
     parsed.rejects.sort(key=lambda reject: reject.index)
     return parsed
 
@@ -378,7 +402,19 @@ class _Rules:
             raw, self.now, self.max_skew_s, self.zone)
 
 
-def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, catalog: Catalog,
+def _classes(model: str, known: Known, classes_of: dict[str, tuple[str, ...]]
+             ) -> tuple[str, ...] | Reason:
+    """A model's classes, looked up once per block (both paths share `classes_of`)."""
+    classes = classes_of.get(model)
+    if classes is None:
+        resolved = known.classes(model)
+        if isinstance(resolved, Reason):
+            return resolved
+        classes = classes_of[model] = resolved
+    return classes
+
+
+def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, known: Known,
           rules: _Rules, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
           parsed: Parsed) -> list[int]:
     """Take the regular records of a block into `rows`; return the other lines' indices."""
@@ -401,14 +437,11 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
         if not model or not valid_name(model):  # the plain path says why
             plain.extend(index.tolist())
             continue
-        classes = classes_of.get(model)
-        if classes is None:
-            resolved = catalog.classes(model)
-            if isinstance(resolved, Reason):
-                named = model_detail(model)
-                parsed.rejects.extend(Reject(int(i), resolved, named) for i in index)
-                continue
-            classes = classes_of[model] = resolved
+        classes = _classes(model, known, classes_of)
+        if isinstance(classes, Reason):
+            named = model_detail(model)
+            parsed.rejects.extend(Reject(int(i), classes, named) for i in index)
+            continue
         chosen = records if len(members) == len(records) else [records[i] for i in members]
         regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, rules)
         plain.extend(index[~regular].tolist())
@@ -469,7 +502,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
 
 
 def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,
-           catalog: Catalog, rules: _Rules, rows: dict[str, _Rows],
+           known: Known, rules: _Rules, rows: dict[str, _Rows],
            classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
     """The plain path: `json.loads` and a check of every field, one line at a time."""
     gathered: dict[str, tuple[list, list, list, list, list]] = {}
@@ -483,13 +516,10 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
         if isinstance(model, Reason):
             parsed.rejects.append(Reject(i, model))
             continue
-        classes = classes_of.get(model)
-        if classes is None:
-            resolved = catalog.classes(model)
-            if isinstance(resolved, Reason):
-                parsed.rejects.append(Reject(i, resolved, model_detail(model)))
-                continue
-            classes = classes_of[model] = resolved
+        classes = _classes(model, known, classes_of)
+        if isinstance(classes, Reason):
+            parsed.rejects.append(Reject(i, classes, model_detail(model)))
+            continue
         vector = _vector(obj, fields, classes)
         if isinstance(vector, Reason):
             parsed.rejects.append(Reject(i, vector))
@@ -563,7 +593,7 @@ def parse_labels(
     data: bytes,
     fields: Fields,
     default_model: str | None,
-    catalog: Catalog,
+    known: Known,
     now: float,
     *,
     max_skew_s: float = DEFAULT_MAX_SKEW_S,
@@ -572,11 +602,12 @@ def parse_labels(
 ) -> Parsed:
     """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`.
     With no model in the line and no `default_model`, the label joins by id alone
-    (model None): its class is checked once its prediction, of any model, is found."""
+    (model None): its class is checked once its prediction, of any model, is found.
+    Models `known` does not hold yet are listed in `new`, as in `parse_predictions`."""
     rules = _Rules(now, max_skew_s, zone, max_id_bytes)
     lines = split(data)
     parsed = Parsed()
-    admitted: dict[str, object] = {}  # model -> admit()'s answer
+    new: dict[str, None] = {}  # in order of first accepted line
     index: list[int] = []
     models: list[str | None] = []
     ids: list[str] = []
@@ -599,7 +630,7 @@ def parse_labels(
             reason = Reason.MISSING_FIELD
         label, raw = -1, None
         if reason is None and isinstance(model, str):
-            classes = catalog.classes(model)
+            classes = known.classes(model)
             if isinstance(classes, Reason):
                 reason = classes
             else:
@@ -618,15 +649,12 @@ def parse_labels(
                 ts = rules.time(_lookup(obj, fields.timestamp))
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
-        if reason is None and isinstance(model, str):
-            refusal = admitted.get(model, _MISSING)
-            if refusal is _MISSING:
-                refusal = admitted[model] = catalog.admit(model)
-            reason = refusal  # type: ignore[assignment]
         if reason is not None:
             named = model_detail(model) if reason in _MODEL_REASONS and isinstance(model, str) else ""
             parsed.rejects.append(Reject(i, reason, named))
             continue
+        if isinstance(model, str) and model not in known.models:
+            new[model] = None
         index.append(i)
         models.append(model)
         ids.append(request_id)  # type: ignore[arg-type]
@@ -641,4 +669,5 @@ def parse_labels(
         ts=np.asarray(stamps, dtype=np.float64),
         raw=raws,
     )
+    parsed.new = list(new)
     return parsed
