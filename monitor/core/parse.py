@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -174,9 +174,24 @@ def parse_timestamp(value: object, zone: tzinfo = UTC) -> float:
         ts = moment.timestamp()
     else:
         raise ValueError(value)
-    if not 0 <= ts < MAX_TS:  # also NaN and inf
+    if not in_range(ts):
         raise ValueError(value)
     return ts
+
+
+# The time and class rules below take a float or an int, or a whole array of them (the
+# fast path), so that each rule is written once.
+Number = TypeVar("Number", float, int, npt.NDArray[np.float64])
+
+
+def in_range(ts: Number) -> Any:
+    """0 <= ts < MAX_TS: False for NaN and inf."""
+    return (ts >= 0) & (ts < MAX_TS)
+
+
+def too_far_ahead(ts: Number, arrival: float, max_skew_s: float) -> Any:
+    """Stamped more than `max_skew_s` after its arrival."""
+    return ts > arrival + max_skew_s
 
 
 def event_time(value: object, arrival: float, max_skew_s: float, zone: tzinfo) -> float:
@@ -184,7 +199,7 @@ def event_time(value: object, arrival: float, max_skew_s: float, zone: tzinfo) -
     daemon's clock) is a bad timestamp: windows never move back, so it would make every
     current line late until the clock caught up."""
     ts = parse_timestamp(value, zone)
-    if ts > arrival + max_skew_s:
+    if too_far_ahead(ts, arrival, max_skew_s):
         raise AheadOfClock(ahead(ts, arrival))
     return ts
 
@@ -198,10 +213,10 @@ def class_index(value: object, classes: Sequence[str]) -> int:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int):
-        if 0 <= value < len(classes):
+        if is_class(value, len(classes)):
             return value
         raise ValueError(value)
-    if isinstance(value, float) and value.is_integer() and 0 <= value < len(classes):
+    if isinstance(value, float) and value.is_integer() and is_class(value, len(classes)):
         return int(value)
     if isinstance(value, str):
         if value in classes:
@@ -210,6 +225,11 @@ def class_index(value: object, classes: Sequence[str]) -> int:
         if value.isascii() and value.isdigit():
             return class_index(int(value), classes)
     raise ValueError(value)
+
+
+def is_class(index: Number, k: int) -> Any:
+    """An index of one of `k` classes."""
+    return (index >= 0) & (index < k)
 
 
 def _integer(digits: str) -> int | float:
@@ -247,7 +267,12 @@ def _reject_or_skip(parsed: Parsed, index: int, reason: Reason, line: bytes) -> 
 
 def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | None:
     value = _lookup(obj, fields.id)
-    if value is _MISSING or value is None:
+    return None if value is _MISSING else request_id(value, max_id_bytes)
+
+
+def request_id(value: object, max_id_bytes: int) -> str | Reason | None:
+    """A request id as a string (an integer one too), None when absent, else why not."""
+    if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -258,7 +283,13 @@ def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | 
 
 def id_too_long(value: str, max_id_bytes: int) -> bool:
     """More than `max_id_bytes` in UTF-8 (a lone surrogate counts as its 3 bytes)."""
-    return len(value) > max_id_bytes // 4 and len(value.encode("utf-8", "surrogatepass")) > max_id_bytes
+    return may_be_too_long(len(value), max_id_bytes) and len(
+        value.encode("utf-8", "surrogatepass")) > max_id_bytes
+
+
+def may_be_too_long(chars: int, max_id_bytes: int) -> bool:
+    """A string of `chars` characters can exceed max_id_bytes (4 bytes a character at most)."""
+    return chars > max_id_bytes // 4
 
 
 def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
@@ -470,31 +501,29 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
                     ok[i], stamps[i] = False, None
     ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
     ts[np.isnan(ts)] = rules.now
-    ok &= (ts >= 0) & (ts < MAX_TS) & (ts <= rules.now + rules.max_skew_s)  # else bad_timestamp
+    ok &= in_range(ts) & ~too_far_ahead(ts, rules.now, rules.max_skew_s)  # else bad_timestamp
     raw = list(map(get["label"], records))
     if not set(map(type, raw)) <= {int, _NONE}:
-        names = {name: i for i, name in enumerate(classes)}
         for i, x in enumerate(raw):
-            if type(x) is str:  # a class name, else a string of digits (an index)
-                raw[i] = names.get(x, int(x) if x.isascii() and x.isdigit() else None)
-                ok[i] &= raw[i] is not None
-            elif type(x) is not int and x is not None:
-                ok[i], raw[i] = False, None
+            if type(x) is str:  # a class name, or an index in digits
+                try:
+                    raw[i] = class_index(x, classes)
+                except ValueError:
+                    ok[i], raw[i] = False, None
     labels = np.array(raw, dtype=np.float64)
     unknown = np.isnan(labels)
-    ok &= unknown | ((labels >= 0) & (labels < k))
+    ok &= unknown | is_class(labels, k)
     labels = np.where(unknown | ~ok, -1, labels).astype(np.int64)
     ids: list = [None] * n
     if "id" in get:
         ids = list(map(get["id"], records))
         kinds = set(map(type, ids))
-        if not kinds <= {str, _NONE}:
-            ok &= np.fromiter((type(x) is not int for x in ids), bool, n)
-        # Long ids are rare: one pass at C speed finds whether a block has any.
         strings = ids if kinds == {str} else [x for x in ids if type(x) is str]
-        if strings and max(map(len, strings)) > rules.max_id_bytes // 4:
-            ok &= np.fromiter((type(x) is not str or not id_too_long(x, rules.max_id_bytes)
-                               for x in ids), bool, n)
+        # Integer and long ids are rare: one pass at C speed finds whether a block has any.
+        if not kinds <= {str, _NONE} or (
+                strings and may_be_too_long(max(map(len, strings)), rules.max_id_bytes)):
+            ids = [request_id(x, rules.max_id_bytes) for x in ids]
+            ok &= np.fromiter((type(x) is not Reason for x in ids), bool, n)
     if ok.all():
         return ok, ts, labels, ids, matrix
     keep = np.flatnonzero(ok)
