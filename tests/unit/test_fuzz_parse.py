@@ -28,7 +28,7 @@ from monitor.core.settings import Fields
 from monitor.shell.config import build_config
 
 CLASSES = {"fraud": ("legit", "fraud"), "three": ("a", "b", "c")}
-# What the aggregator builds for a prediction source (aggregate.py, `_decoder`).
+# What the aggregator builds for a prediction source (aggregate.py, `_decoders`).
 WANTED = ("timestamp", "model", "probabilities", "label", "id")
 NOW = 1_800_000_000.0
 FIELDS = Fields()
