@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,15 @@ from monitor.core.decode import BlockDecoder
 from monitor.core.errors import CheckpointError
 from monitor.core.join import Joined, JoinStore, Op
 from monitor.core.parse import (
+    Known,
     Labels,
+    Parsed,
     Predictions,
     Reason,
     Reject,
     ahead,
     class_index,
+    model_detail,
     parse_labels,
     parse_predictions,
 )
@@ -337,6 +341,14 @@ class Models:
         self.states: dict[str, ModelState] = {
             name: ModelState(name, model) for name, model in config.models.items()
         }
+        self.known = self._known()
+
+    def _known(self) -> Known:
+        """The read-only view the parser checks names against; rebuilt on each admission
+        (at most max_models times), so a block's lookups cost no copy."""
+        template = self.config.default_model
+        return Known(MappingProxyType({name: s.config.classes for name, s in self.states.items()}),
+                     template.classes if template is not None else None)
 
     def __iter__(self) -> Iterator[ModelState]:
         return iter(self.states.values())
@@ -346,12 +358,7 @@ class Models:
 
     def classes(self, name: str) -> tuple[str, ...] | Reason:
         """Classes of `name` (through the default template for a new name), not admitting it."""
-        state = self.states.get(name)
-        if state is not None:
-            return state.config.classes
-        if self.config.default_model is None:
-            return Reason.UNKNOWN_MODEL
-        return self.config.default_model.classes
+        return self.known.classes(name)
 
     def admit(self, name: str) -> Reason | None:
         """Take `name` in through the default template if there is room."""
@@ -362,23 +369,42 @@ class Models:
         if len(self.states) >= self.config.max_models:
             return Reason.TOO_MANY_MODELS
         self.states[name] = ModelState(name, self.config.default_model)
+        self.known = self._known()
         return None
 
+    def admit_new(self, parsed: Parsed) -> None:
+        """Admit the models a block brought (`parsed.new`, in order of first accepted
+        line); the lines of one refused become rejects with the refusal as reason."""
+        for name in parsed.new:
+            refusal = self.admit(name)
+            if refusal is None:
+                continue
+            named = model_detail(name)
+            batch = parsed.predictions.pop(name, None)
+            if batch is not None:
+                parsed.rejects.extend(Reject(int(i), refusal, named) for i in batch.index)
+            labels = parsed.labels
+            if labels is not None:
+                keep = [m != name for m in labels.model]
+                parsed.rejects.extend(Reject(int(i), refusal, named)
+                                      for i, ok in zip(labels.index, keep) if not ok)
+                parsed.labels = labels.take(keep)
+        if parsed.new:
+            parsed.rejects.sort(key=lambda reject: reject.index)
 
-class _FedBy:
-    """The models a label source may label: its own `model`, or any when it has none."""
 
-    def __init__(self, models: Models, source: LabelSourceConfig) -> None:
-        self.models = models
-        self.source = source
-
-    def classes(self, name: str) -> tuple[str, ...] | Reason:
-        if self.source.model is not None and name != self.source.model:
-            return Reason.UNKNOWN_MODEL
-        return self.models.classes(name)
-
-    def admit(self, name: str) -> Reason | None:
-        return self.models.admit(name)
+def _decoders(config: Config) -> dict[str, BlockDecoder]:
+    """A block decoder per prediction source, built with the config; a source whose
+    field paths overlap (`out` and `out.scores`) has none and takes the plain path."""
+    wanted = ("timestamp", "model", "probabilities", "label", "id")
+    decoders = {}
+    for source in config.sources:
+        fields = source.fields if source.format == "jsonl" else formats.CANONICAL
+        try:
+            decoders[source.name] = BlockDecoder(fields, wanted)
+        except ValueError:
+            continue
+    return decoders
 
 
 def state_budget(config: Config) -> int:
@@ -464,7 +490,7 @@ class Aggregator:
         every: tuple[SourceConfig | LabelSourceConfig, ...] = (*config.sources, *config.labels)
         self.counters = {s.name: SourceCounters() for s in every}
         self.stores: dict[str, JoinStore] = {}
-        self.decoders: dict[str, BlockDecoder | None] = {}
+        self.decoders = _decoders(config)
         self.duplicates = {s.name: 0 for s in config.labels}
         self.recording = False  # join stores record their inputs for the journal
         # Replay: the event time of the last line read per model (see `_within_skew`).
@@ -487,16 +513,6 @@ class Aggregator:
                 store.record()
         return store
 
-    def _decoder(self, source: SourceConfig) -> BlockDecoder | None:
-        if source.name not in self.decoders:
-            wanted = ("timestamp", "model", "probabilities", "label", "id")
-            fields = source.fields if source.format == "jsonl" else formats.CANONICAL
-            try:
-                self.decoders[source.name] = BlockDecoder(fields, wanted)
-            except ValueError:  # overlapping field paths: the plain path handles them
-                self.decoders[source.name] = None
-        return self.decoders[source.name]
-
     @staticmethod
     def _transcode(source: SourceConfig | LabelSourceConfig, data: bytes, lines: int,
                    columns: formats.Columns, labels: bool) -> formats.Transcoded:
@@ -514,9 +530,10 @@ class Aggregator:
         cfg = self.config
         block = self._transcode(source, data, lines, columns, labels=False)
         parsed = block.restore(parse_predictions(
-            block.data, block.lines, block.fields, source.model, self.models, arrival,
-            cfg.sum_tolerance, self._decoder(source), max_skew_s=cfg.max_clock_skew_s,
+            block.data, block.lines, block.fields, source.model, self.models.known, arrival,
+            cfg.sum_tolerance, self.decoders.get(source.name), max_skew_s=cfg.max_clock_skew_s,
             zone=source.timezone, max_id_bytes=cfg.max_id_bytes))
+        self.models.admit_new(parsed)
         late = 0
         for name, batch in parsed.predictions.items():
             model = self.models[name]
@@ -577,8 +594,9 @@ class Aggregator:
         cfg = self.config
         block = self._transcode(source, data, lines, columns, labels=True)
         parsed = block.restore(parse_labels(
-            block.data, block.fields, default, _FedBy(self.models, source), arrival,
+            block.data, block.fields, default, self.models.known.restricted(source.model), arrival,
             max_skew_s=cfg.max_clock_skew_s, zone=source.timezone, max_id_bytes=cfg.max_id_bytes))
+        self.models.admit_new(parsed)
         labels = parsed.labels
         assert labels is not None
         unowned = [i for i, m in enumerate(labels.model) if m is None]

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -89,6 +89,13 @@ class Labels:
     ts: npt.NDArray[np.float64]
     raw: list[int | str | None]
 
+    def take(self, keep: list[bool]) -> Labels:
+        """The rows where `keep` is True."""
+        mask = np.asarray(keep, dtype=bool)
+        return Labels(self.index[mask], [m for m, ok in zip(self.model, keep) if ok],
+                      [x for x, ok in zip(self.ids, keep) if ok], self.labels[mask], self.ts[mask],
+                      [r for r, ok in zip(self.raw, keep) if ok])
+
 
 @dataclass(slots=True)
 class Parsed:
@@ -96,16 +103,34 @@ class Parsed:
     labels: Labels | None = None
     rejects: list[Reject] = field(default_factory=list)
     blank: int = 0  # empty lines: skipped, neither ok nor rejected
+    # Models with accepted lines that the `Known` view did not hold, in order of each
+    # one's first accepted line: the aggregator admits them (or rejects their lines).
+    new: list[str] = field(default_factory=list)
 
 
-class Catalog(Protocol):
-    """The model streams. `classes` looks a name up without admitting it; `admit` takes
-    it in (or says why not) once a line of it has passed every check, so a rejected
-    line never takes one of the `max_models` slots."""
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the parser checks model names against, read-only: the classes of the models
+    already admitted, and those a model not yet seen would get (`models.default`; None:
+    an unknown model). `only`: a label source's own model, the one name it may use.
+    The parser never admits: a line of a new model that passes every check is returned
+    as such, so a rejected line never takes one of the `max_models` slots."""
 
-    def classes(self, name: str) -> tuple[str, ...] | Reason: ...
+    models: Mapping[str, tuple[str, ...]]
+    default: tuple[str, ...] | None = None
+    only: str | None = None
 
-    def admit(self, name: str) -> Reason | None: ...
+    def classes(self, name: str) -> tuple[str, ...] | Reason:
+        if self.only is not None and name != self.only:
+            return Reason.UNKNOWN_MODEL
+        classes = self.models.get(name)
+        if classes is not None:
+            return classes
+        return self.default if self.default is not None else Reason.UNKNOWN_MODEL
+
+    def restricted(self, only: str | None) -> Known:
+        """This view as a label source feeding only model `only` (None: any) sees it."""
+        return self if only is None else replace(self, only=only)
 
 _MISSING = object()
 
@@ -149,9 +174,24 @@ def parse_timestamp(value: object, zone: tzinfo = UTC) -> float:
         ts = moment.timestamp()
     else:
         raise ValueError(value)
-    if not 0 <= ts < MAX_TS:  # also NaN and inf
+    if not in_range(ts):
         raise ValueError(value)
     return ts
+
+
+# The time and class rules below take a float or an int, or a whole array of them (the
+# fast path), so that each rule is written once.
+Number = TypeVar("Number", float, int, npt.NDArray[np.float64])
+
+
+def in_range(ts: Number) -> Any:
+    """0 <= ts < MAX_TS: False for NaN and inf."""
+    return (ts >= 0) & (ts < MAX_TS)
+
+
+def too_far_ahead(ts: Number, arrival: float, max_skew_s: float) -> Any:
+    """Stamped more than `max_skew_s` after its arrival."""
+    return ts > arrival + max_skew_s
 
 
 def event_time(value: object, arrival: float, max_skew_s: float, zone: tzinfo) -> float:
@@ -159,7 +199,7 @@ def event_time(value: object, arrival: float, max_skew_s: float, zone: tzinfo) -
     daemon's clock) is a bad timestamp: windows never move back, so it would make every
     current line late until the clock caught up."""
     ts = parse_timestamp(value, zone)
-    if ts > arrival + max_skew_s:
+    if too_far_ahead(ts, arrival, max_skew_s):
         raise AheadOfClock(ahead(ts, arrival))
     return ts
 
@@ -173,10 +213,10 @@ def class_index(value: object, classes: Sequence[str]) -> int:
     if isinstance(value, bool):
         raise ValueError(value)
     if isinstance(value, int):
-        if 0 <= value < len(classes):
+        if is_class(value, len(classes)):
             return value
         raise ValueError(value)
-    if isinstance(value, float) and value.is_integer() and 0 <= value < len(classes):
+    if isinstance(value, float) and value.is_integer() and is_class(value, len(classes)):
         return int(value)
     if isinstance(value, str):
         if value in classes:
@@ -185,6 +225,11 @@ def class_index(value: object, classes: Sequence[str]) -> int:
         if value.isascii() and value.isdigit():
             return class_index(int(value), classes)
     raise ValueError(value)
+
+
+def is_class(index: Number, k: int) -> Any:
+    """An index of one of `k` classes."""
+    return (index >= 0) & (index < k)
 
 
 def _integer(digits: str) -> int | float:
@@ -222,7 +267,12 @@ def _reject_or_skip(parsed: Parsed, index: int, reason: Reason, line: bytes) -> 
 
 def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | None:
     value = _lookup(obj, fields.id)
-    if value is _MISSING or value is None:
+    return None if value is _MISSING else request_id(value, max_id_bytes)
+
+
+def request_id(value: object, max_id_bytes: int) -> str | Reason | None:
+    """A request id as a string (an integer one too), None when absent, else why not."""
+    if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
@@ -233,7 +283,13 @@ def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | 
 
 def id_too_long(value: str, max_id_bytes: int) -> bool:
     """More than `max_id_bytes` in UTF-8 (a lone surrogate counts as its 3 bytes)."""
-    return len(value) > max_id_bytes // 4 and len(value.encode("utf-8", "surrogatepass")) > max_id_bytes
+    return may_be_too_long(len(value), max_id_bytes) and len(
+        value.encode("utf-8", "surrogatepass")) > max_id_bytes
+
+
+def may_be_too_long(chars: int, max_id_bytes: int) -> bool:
+    """A string of `chars` characters can exceed max_id_bytes (4 bytes a character at most)."""
+    return chars > max_id_bytes // 4
 
 
 def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
@@ -314,7 +370,7 @@ def parse_predictions(
     n: int,
     fields: Fields,
     default_model: str | None,
-    catalog: Catalog,
+    known: Known,
     now: float,
     sum_tolerance: float,
     decoder: BlockDecoder | None = None,
@@ -331,6 +387,8 @@ def parse_predictions(
     length, numeric or absent time, integer or absent label, string or absent id) go
     through typed block decoding and numpy; every other line takes the plain path,
     which knows every rejection reason. Both paths give the same answer for a line.
+    Lines of a model `known` does not hold yet are kept under it and the model is
+    listed in `new`.
     """
     rules = _Rules(now, max_skew_s, zone, max_id_bytes)
     parsed = Parsed()
@@ -343,20 +401,17 @@ def parse_predictions(
         if records is None:
             lines = split(data)
             records = [decoder.decode_line(line) for line in lines]
-        plain = _fast(records, decoder, default_model, catalog, rules, rows, classes_of, parsed)
+        plain = _fast(records, decoder, default_model, known, rules, rows, classes_of, parsed)
     if len(plain):
         lines = lines if lines is not None else split(data)
-        _plain(lines, plain, fields, default_model, catalog, rules, rows, classes_of, parsed)
+        _plain(lines, plain, fields, default_model, known, rules, rows, classes_of, parsed)
     accepted = [_validated(model, r, len(classes_of[model]), sum_tolerance, parsed)
                 for model, r in rows.items()]
-    # Admission in order of each model's first accepted line.
+    # In order of each model's first accepted line: the order the aggregator admits in.
     for batch in sorted((b for b in accepted if len(b.index)), key=lambda b: b.index[0]):
-        refusal = catalog.admit(batch.model)
-        if refusal is None:
-            parsed.predictions[batch.model] = batch
-        else:
-            named = model_detail(batch.model)
-            parsed.rejects.extend(Reject(int(i), refusal, named) for i in batch.index)
+        parsed.predictions[batch.model] = batch
+        if batch.model not in known.models:
+            parsed.new.append(batch.model)
     parsed.rejects.sort(key=lambda reject: reject.index)
     return parsed
 
@@ -378,7 +433,19 @@ class _Rules:
             raw, self.now, self.max_skew_s, self.zone)
 
 
-def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, catalog: Catalog,
+def _classes(model: str, known: Known, classes_of: dict[str, tuple[str, ...]]
+             ) -> tuple[str, ...] | Reason:
+    """A model's classes, looked up once per block (both paths share `classes_of`)."""
+    classes = classes_of.get(model)
+    if classes is None:
+        resolved = known.classes(model)
+        if isinstance(resolved, Reason):
+            return resolved
+        classes = classes_of[model] = resolved
+    return classes
+
+
+def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, known: Known,
           rules: _Rules, rows: dict[str, _Rows], classes_of: dict[str, tuple[str, ...]],
           parsed: Parsed) -> list[int]:
     """Take the regular records of a block into `rows`; return the other lines' indices."""
@@ -401,14 +468,11 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
         if not model or not valid_name(model):  # the plain path says why
             plain.extend(index.tolist())
             continue
-        classes = classes_of.get(model)
-        if classes is None:
-            resolved = catalog.classes(model)
-            if isinstance(resolved, Reason):
-                named = model_detail(model)
-                parsed.rejects.extend(Reject(int(i), resolved, named) for i in index)
-                continue
-            classes = classes_of[model] = resolved
+        classes = _classes(model, known, classes_of)
+        if isinstance(classes, Reason):
+            named = model_detail(model)
+            parsed.rejects.extend(Reject(int(i), classes, named) for i in index)
+            continue
         chosen = records if len(members) == len(records) else [records[i] for i in members]
         regular, ts, labels, ids, probs = _regular(chosen, decoder, classes, rules)
         plain.extend(index[~regular].tolist())
@@ -437,31 +501,29 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
                     ok[i], stamps[i] = False, None
     ts = np.array(stamps, dtype=np.float64)  # None -> NaN (JSON has no NaN)
     ts[np.isnan(ts)] = rules.now
-    ok &= (ts >= 0) & (ts < MAX_TS) & (ts <= rules.now + rules.max_skew_s)  # else bad_timestamp
+    ok &= in_range(ts) & ~too_far_ahead(ts, rules.now, rules.max_skew_s)  # else bad_timestamp
     raw = list(map(get["label"], records))
     if not set(map(type, raw)) <= {int, _NONE}:
-        names = {name: i for i, name in enumerate(classes)}
         for i, x in enumerate(raw):
-            if type(x) is str:  # a class name, else a string of digits (an index)
-                raw[i] = names.get(x, int(x) if x.isascii() and x.isdigit() else None)
-                ok[i] &= raw[i] is not None
-            elif type(x) is not int and x is not None:
-                ok[i], raw[i] = False, None
+            if type(x) is str:  # a class name, or an index in digits
+                try:
+                    raw[i] = class_index(x, classes)
+                except ValueError:
+                    ok[i], raw[i] = False, None
     labels = np.array(raw, dtype=np.float64)
     unknown = np.isnan(labels)
-    ok &= unknown | ((labels >= 0) & (labels < k))
+    ok &= unknown | is_class(labels, k)
     labels = np.where(unknown | ~ok, -1, labels).astype(np.int64)
     ids: list = [None] * n
     if "id" in get:
         ids = list(map(get["id"], records))
         kinds = set(map(type, ids))
-        if not kinds <= {str, _NONE}:
-            ok &= np.fromiter((type(x) is not int for x in ids), bool, n)
-        # Long ids are rare: one pass at C speed finds whether a block has any.
         strings = ids if kinds == {str} else [x for x in ids if type(x) is str]
-        if strings and max(map(len, strings)) > rules.max_id_bytes // 4:
-            ok &= np.fromiter((type(x) is not str or not id_too_long(x, rules.max_id_bytes)
-                               for x in ids), bool, n)
+        # Integer and long ids are rare: one pass at C speed finds whether a block has any.
+        if not kinds <= {str, _NONE} or (
+                strings and may_be_too_long(max(map(len, strings)), rules.max_id_bytes)):
+            ids = [request_id(x, rules.max_id_bytes) for x in ids]
+            ok &= np.fromiter((type(x) is not Reason for x in ids), bool, n)
     if ok.all():
         return ok, ts, labels, ids, matrix
     keep = np.flatnonzero(ok)
@@ -469,7 +531,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
 
 
 def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_model: str | None,
-           catalog: Catalog, rules: _Rules, rows: dict[str, _Rows],
+           known: Known, rules: _Rules, rows: dict[str, _Rows],
            classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
     """The plain path: `json.loads` and a check of every field, one line at a time."""
     gathered: dict[str, tuple[list, list, list, list, list]] = {}
@@ -483,13 +545,10 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
         if isinstance(model, Reason):
             parsed.rejects.append(Reject(i, model))
             continue
-        classes = classes_of.get(model)
-        if classes is None:
-            resolved = catalog.classes(model)
-            if isinstance(resolved, Reason):
-                parsed.rejects.append(Reject(i, resolved, model_detail(model)))
-                continue
-            classes = classes_of[model] = resolved
+        classes = _classes(model, known, classes_of)
+        if isinstance(classes, Reason):
+            parsed.rejects.append(Reject(i, classes, model_detail(model)))
+            continue
         vector = _vector(obj, fields, classes)
         if isinstance(vector, Reason):
             parsed.rejects.append(Reject(i, vector))
@@ -563,7 +622,7 @@ def parse_labels(
     data: bytes,
     fields: Fields,
     default_model: str | None,
-    catalog: Catalog,
+    known: Known,
     now: float,
     *,
     max_skew_s: float = DEFAULT_MAX_SKEW_S,
@@ -572,11 +631,12 @@ def parse_labels(
 ) -> Parsed:
     """Validate a block of delayed-label lines `{"id": ..., "label": ..., "ts": ...}`.
     With no model in the line and no `default_model`, the label joins by id alone
-    (model None): its class is checked once its prediction, of any model, is found."""
+    (model None): its class is checked once its prediction, of any model, is found.
+    Models `known` does not hold yet are listed in `new`, as in `parse_predictions`."""
     rules = _Rules(now, max_skew_s, zone, max_id_bytes)
     lines = split(data)
     parsed = Parsed()
-    admitted: dict[str, object] = {}  # model -> admit()'s answer
+    new: dict[str, None] = {}  # in order of first accepted line
     index: list[int] = []
     models: list[str | None] = []
     ids: list[str] = []
@@ -599,7 +659,7 @@ def parse_labels(
             reason = Reason.MISSING_FIELD
         label, raw = -1, None
         if reason is None and isinstance(model, str):
-            classes = catalog.classes(model)
+            classes = known.classes(model)
             if isinstance(classes, Reason):
                 reason = classes
             else:
@@ -618,15 +678,12 @@ def parse_labels(
                 ts = rules.time(_lookup(obj, fields.timestamp))
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
-        if reason is None and isinstance(model, str):
-            refusal = admitted.get(model, _MISSING)
-            if refusal is _MISSING:
-                refusal = admitted[model] = catalog.admit(model)
-            reason = refusal  # type: ignore[assignment]
         if reason is not None:
             named = model_detail(model) if reason in _MODEL_REASONS and isinstance(model, str) else ""
             parsed.rejects.append(Reject(i, reason, named))
             continue
+        if isinstance(model, str) and model not in known.models:
+            new[model] = None
         index.append(i)
         models.append(model)
         ids.append(request_id)  # type: ignore[arg-type]
@@ -641,4 +698,5 @@ def parse_labels(
         ts=np.asarray(stamps, dtype=np.float64),
         raw=raws,
     )
+    parsed.new = list(new)
     return parsed

@@ -252,6 +252,43 @@ def test_aggregator_counts_unknown_and_too_many_models_by_reason():
     assert [m.name for m in aggregator.snapshot(2.0).models] == ["one"]
 
 
+def test_admission_is_the_aggregators_and_refuses_beyond_max_models_with_its_reason():
+    """The parser only reports new models; the aggregator admits them in order of first
+    accepted line and turns a refusal into one too_many_models reject per line."""
+    cfg = build_config({"sources": [{"name": "s", "path": "/logs/p.jsonl"}],
+                        "labels": [{"name": "l", "path": "/logs/l.jsonl"}],
+                        "models": {"default": {"classes": ["a", "b"]}}, "max_models": 2})
+    aggregator = Aggregator(cfg)
+    assert dict(aggregator.models.known.models) == {}
+    rejects = ingest_predictions(aggregator, cfg.sources[0], [
+        line(model="two", probs=[0.5, 0.5], ts=1.0, id="x"),
+        line(model="one", probs=[0.5, 0.5], ts=1.0),
+        line(model="three", probs=[0.5, 0.5], ts=1.0),
+        line(model="three", probs=[0.5, 0.5], ts=1.0),
+    ], now=1.0)
+    assert [(r.index, r.reason, r.detail) for r in rejects] == [
+        (2, Reason.TOO_MANY_MODELS, "model 'three'"), (3, Reason.TOO_MANY_MODELS, "model 'three'")]
+    assert list(aggregator.models.known.models) == ["two", "one"]
+    rejects = ingest_labels(aggregator, cfg.labels[0], [
+        line(model="four", id="y", label=1), line(model="two", id="x", label=1)], now=2.0)
+    assert [(r.index, r.reason, r.detail) for r in rejects] == [
+        (0, Reason.TOO_MANY_MODELS, "model 'four'")]
+    snapshot = aggregator.snapshot(2.0)
+    assert [m.name for m in snapshot.models] == ["two", "one"]
+    assert snapshot.sources[0].rejected["too_many_models"] == 2
+    assert snapshot.sources[1].rejected["too_many_models"] == 1
+    assert snapshot.sources[1].lines == {"ok": 1, "rejected": 1, "late": 0}
+
+
+def test_decoders_are_built_with_the_aggregator_one_per_source_that_can_have_one():
+    cfg = build_config({"sources": [
+        {"name": "plain", "path": "/logs/a.jsonl"},
+        {"name": "nested", "path": "/logs/b.jsonl", "model": "m",
+         "fields": {"probabilities": "out", "label": "out.label"}}],  # overlapping paths
+        "models": {"m": {"classes": ["a", "b"]}, "default": {"classes": ["a", "b"]}}})
+    assert list(Aggregator(cfg).decoders) == ["plain"]
+
+
 def test_a_rejected_line_does_not_admit_its_model():
     """Bad lines never change anything (DESIGN.md): a line rejected for its probabilities
     must not take one of the max_models slots from a later, valid model."""

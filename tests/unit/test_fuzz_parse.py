@@ -23,27 +23,19 @@ from pytest import approx
 from monitor.core import parse as parse_module
 from monitor.core.aggregate import Aggregator
 from monitor.core.decode import BlockDecoder
-from monitor.core.parse import Reason, parse_labels, parse_predictions
+from monitor.core.parse import Known, Reason, parse_labels, parse_predictions
 from monitor.core.settings import Fields
 from monitor.shell.config import build_config
 
 CLASSES = {"fraud": ("legit", "fraud"), "three": ("a", "b", "c")}
-# What the aggregator builds for a prediction source (aggregate.py, `_decoder`).
+# What the aggregator builds for a prediction source (aggregate.py, `_decoders`).
 WANTED = ("timestamp", "model", "probabilities", "label", "id")
 NOW = 1_800_000_000.0
 FIELDS = Fields()
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-class Catalog:
-    def classes(self, name: str) -> tuple[str, ...] | Reason:
-        return CLASSES.get(name, Reason.UNKNOWN_MODEL)
-
-    def admit(self, name: str) -> Reason | None:
-        return None if name in CLASSES else Reason.UNKNOWN_MODEL
-
-
-CATALOG = Catalog()
+CATALOG = Known(CLASSES)
 
 # -- raw JSON text of hostile values ---------------------------------------------------
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pytest import approx
 
 from monitor.core.decode import BlockDecoder
-from monitor.core.parse import Reason, parse_labels, parse_predictions, parse_timestamp
+from monitor.core.parse import Known, Reason, parse_labels, parse_predictions, parse_timestamp
 from monitor.core.settings import Fields
 
 from .strategies import FAST, block, distributions, line
@@ -27,19 +27,7 @@ NOW = 1_800_000_000.0  # after every time the tests write: none is "from the fut
 DEFAULT_FIELDS = Fields()
 
 
-class Catalog:
-    """Fixed models; names starting with "full" have classes but find no room."""
-
-    def classes(self, name: str) -> tuple[str, ...] | Reason:
-        return CLASSES.get(name, CLASSES["fraud"] if name.startswith("full") else Reason.UNKNOWN_MODEL)
-
-    def admit(self, name: str) -> Reason | None:
-        if name.startswith("full"):
-            return Reason.TOO_MANY_MODELS
-        return None if name in CLASSES else Reason.UNKNOWN_MODEL
-
-
-resolve = Catalog()
+resolve = Known(CLASSES)  # fixed models, no `models.default`
 
 
 @pytest.fixture(params=["plain", "block_decoder"])
@@ -122,7 +110,6 @@ REJECTED = [
     (line(prediction=2), Reason.UNKNOWN_CLASS),
     (line(prediction=True), Reason.UNKNOWN_CLASS),
     (line(probs=[0.5, 0.5], model="other"), Reason.UNKNOWN_MODEL),
-    (line(probs=[0.5, 0.5], model="full-1"), Reason.TOO_MANY_MODELS),
     # Integers beyond 64 bits get their field's rejection, never an exception.
     (b'{"probs": [0.5, 0.5], "label": ' + HUGE + b"}", Reason.UNKNOWN_CLASS),
     (b'{"probs": [0.5, 0.5], "label": -' + HUGE + b"}", Reason.UNKNOWN_CLASS),
@@ -153,8 +140,9 @@ def test_each_bad_line_is_rejected_with_its_reason_and_never_reaches_the_predict
 
 
 def test_every_reason_except_too_long_is_reachable_from_a_line():
-    """TOO_LONG is decided by the tailer (line length), not by parsing."""
-    assert {r for _, r in REJECTED} == set(Reason) - {Reason.TOO_LONG}
+    """TOO_LONG is decided by the tailer (line length), TOO_MANY_MODELS by the
+    aggregator's admission (test_aggregate.py), not by parsing."""
+    assert {r for _, r in REJECTED} == set(Reason) - {Reason.TOO_LONG, Reason.TOO_MANY_MODELS}
 
 
 def test_a_missing_model_with_no_default_is_a_missing_field(parse):
@@ -430,3 +418,32 @@ def test_every_line_is_accepted_rejected_or_blank_exactly_once(lines):
         for p in parsed.predictions.values():
             assert p.probs.sum(axis=1) == approx(np.ones(len(p.index)))
             assert [json.loads(lines[i]).get("model", "fraud") for i in p.index] == [p.model] * len(p.index)
+
+
+def test_lines_of_a_model_not_yet_known_are_kept_and_the_model_reported_not_admitted():
+    """The parser never admits: a new model's accepted lines come back under its name and
+    the name in `new` (in order of first accepted line); admitting is the aggregator's."""
+    known = Known({"fraud": CLASSES["fraud"]}, default=("a", "b", "c"))
+    lines = [line(probs=[0.2, 0.3, 0.5], model="second"), line(probs=[0.5, 0.5]),
+             line(probs=[0.5, 0.5], model="first"), line(probs=[0.1, 0.2, 0.7], model="first"),
+             line(probs=[1.0, 0.0, 0.0], model="second")]
+    for decoder in (None, BlockDecoder(DEFAULT_FIELDS, WANTED)):
+        data, n = block(lines)
+        parsed = parse_predictions(data, n, DEFAULT_FIELDS, "fraud", known, NOW, 1e-3, decoder)
+        assert [(r.index, r.reason) for r in parsed.rejects] == [(2, Reason.WRONG_LENGTH)]
+        assert parsed.new == ["second", "first"]
+        assert parsed.predictions["second"].index.tolist() == [0, 4]
+        assert parsed.predictions["first"].index.tolist() == [3]
+        assert dict(known.models) == {"fraud": CLASSES["fraud"]}  # nothing was admitted
+
+
+def test_a_label_source_with_its_own_model_knows_no_other_name():
+    known = Known(CLASSES, default=("a", "b")).restricted("fraud")
+    data, _ = block([line(id="a", label=1, model="three"), line(id="b", label=1, model="fraud"),
+                     line(id="c", label=1, model="new")])
+    parsed = parse_labels(data, DEFAULT_FIELDS, "fraud", known, NOW)
+    assert [(r.index, r.reason) for r in parsed.rejects] == [(0, Reason.UNKNOWN_MODEL),
+                                                             (2, Reason.UNKNOWN_MODEL)]
+    assert parsed.labels.ids == ["b"] and parsed.new == []
+    fed_by_any = parse_labels(data, DEFAULT_FIELDS, None, Known({}, default=("x", "y")), NOW)
+    assert fed_by_any.new == ["three", "fraud", "new"] and not fed_by_any.rejects

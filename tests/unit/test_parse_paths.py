@@ -9,22 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.core.decode import BlockDecoder
-from monitor.core.parse import Reason, parse_predictions
+from monitor.core.parse import Known, Reason, parse_predictions
 from monitor.core.settings import Fields
 
 CLASSES = {"fraud": ("legit", "fraud"), "three": ("a", "b", "c")}
 WANTED = ("timestamp", "model", "probabilities", "label", "id")
 
 
-class Catalog:
-    def classes(self, name: str) -> tuple[str, ...] | Reason:
-        return CLASSES.get(name, Reason.UNKNOWN_MODEL)
-
-    def admit(self, name: str) -> Reason | None:
-        return None if name in CLASSES else Reason.UNKNOWN_MODEL
-
-
-resolve = Catalog()
+resolve = Known(CLASSES)
 
 
 values = st.one_of(
