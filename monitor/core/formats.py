@@ -24,8 +24,8 @@ from functools import partial
 
 import numpy as np
 
-from monitor.core.parse import Parsed, Reason, Reject, decode, parse_timestamp
-from monitor.core.settings import FieldPath, Fields
+from monitor.core.parse import MISSING, Parsed, Reason, Reject, decode, lookup, parse_timestamp
+from monitor.core.settings import Fields
 
 CANONICAL = Fields()  # the field names of transcoded lines
 REJECTED = "rejected"  # a spool line `{"rejected": reason}`: an event answered 400
@@ -33,7 +33,6 @@ REJECTED = "rejected"  # a spool line `{"rejected": reason}`: an event answered 
 # tailer tells files apart by their first bytes, and two segments must never look alike
 # (as they would if the same event were POSTed twice, each first in its segment).
 SEGMENT = "segment"
-_MISSING = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +130,8 @@ def transcode(kind: str, data: bytes, fields: Fields, zone: tzinfo, labels: bool
     return result
 
 
-def _lookup(obj: object, path: FieldPath) -> object:
-    for key in path:
-        if not isinstance(obj, dict) or key not in obj:
-            return _MISSING
-        obj = obj[key]
-    return obj
-
-
 def _seconds(value: object, zone: tzinfo) -> float | Reason | None:
-    if value is _MISSING or value is None:
+    if value is MISSING or value is None:
         return None
     try:
         return parse_timestamp(value, zone)
@@ -149,7 +140,7 @@ def _seconds(value: object, zone: tzinfo) -> float | Reason | None:
 
 
 def _put(row: dict, key: str, value: object) -> None:
-    if value is not _MISSING and value is not None:
+    if value is not MISSING and value is not None:
         row[key] = value
 
 
@@ -157,25 +148,25 @@ def _output(row: dict, obj: object, fields: Fields, prediction_column: str | Non
     """Probabilities (a list or {class: p}) or a hard prediction: by `fields`, else from
     the column the schema names (whichever of the two its value is)."""
     if fields.probabilities or fields.prediction:
-        _put(row, "probs", _lookup(obj, fields.probabilities) if fields.probabilities else _MISSING)
-        _put(row, "prediction", _lookup(obj, fields.prediction) if fields.prediction else _MISSING)
+        _put(row, "probs", lookup(obj, fields.probabilities) if fields.probabilities else MISSING)
+        _put(row, "prediction", lookup(obj, fields.prediction) if fields.prediction else MISSING)
         return
-    value = _lookup(obj, (prediction_column,)) if prediction_column is not None else _MISSING
+    value = lookup(obj, (prediction_column,)) if prediction_column is not None else MISSING
     _put(row, "probs" if isinstance(value, list | dict) else "prediction", value)
 
 
 def _bentoml(obj: dict, fields: Fields, zone: tzinfo, columns: Columns,
              labels: bool) -> dict | Reason:
     """A BentoML monitoring data line: the columns as logged, `timestamp`, `request_id`."""
-    ts = _seconds(_lookup(obj, fields.timestamp), zone)
+    ts = _seconds(lookup(obj, fields.timestamp), zone)
     if isinstance(ts, Reason):
         return ts
     row: dict = {}
     _put(row, "ts", ts)
-    _put(row, "model", _lookup(obj, fields.model))
-    _put(row, "id", _lookup(obj, fields.id))
+    _put(row, "model", lookup(obj, fields.model))
+    _put(row, "id", lookup(obj, fields.id))
     target = fields.label or ((columns.target,) if columns.target is not None else ())
-    _put(row, "label", _lookup(obj, target) if target else _MISSING)
+    _put(row, "label", lookup(obj, target) if target else MISSING)
     if not labels:
         _output(row, obj, fields, columns.prediction)
     return row
@@ -221,12 +212,12 @@ def _payload(part: object) -> object:
 
 def _sagemaker_predictions(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | Reason:
     """A Data Capture record: the output decoded; time and id from `eventMetadata`."""
-    output = _payload(_lookup(obj, ("captureData", "endpointOutput")))
+    output = _payload(lookup(obj, ("captureData", "endpointOutput")))
     if isinstance(output, Reason):
         return output
     meta = obj.get("eventMetadata")
     meta = meta if isinstance(meta, dict) else {}
-    ts = _seconds(meta.get("inferenceTime", _MISSING), zone)
+    ts = _seconds(meta.get("inferenceTime", MISSING), zone)
     if isinstance(ts, Reason):
         return ts
     row: dict = {}
@@ -237,9 +228,9 @@ def _sagemaker_predictions(obj: dict, fields: Fields, zone: tzinfo, columns: Col
     if isinstance(output, list):  # CSV, or a JSON list: probabilities in class order
         _put(row, "probs" if len(output) > 1 else "prediction", output if len(output) > 1 else output[0])
     elif isinstance(output, dict):
-        _put(row, "model", _lookup(output, fields.model))
-        _put(row, "probs", _lookup(output, fields.probabilities))
-        _put(row, "prediction", _lookup(output, fields.prediction))
+        _put(row, "model", lookup(output, fields.model))
+        _put(row, "probs", lookup(output, fields.probabilities))
+        _put(row, "prediction", lookup(output, fields.prediction))
     else:
         _put(row, "prediction", output)
     return row
@@ -252,14 +243,14 @@ def _sagemaker_labels(obj: dict, fields: Fields, zone: tzinfo, columns: Columns)
         return truth
     meta = obj.get("eventMetadata")
     row: dict = {}
-    _put(row, "id", meta.get("eventId") if isinstance(meta, dict) else _MISSING)
+    _put(row, "id", meta.get("eventId") if isinstance(meta, dict) else MISSING)
     if isinstance(truth, list):
-        _put(row, "label", truth[0] if len(truth) == 1 else _MISSING)
+        _put(row, "label", truth[0] if len(truth) == 1 else MISSING)
         if len(truth) != 1:
             return Reason.WRONG_LENGTH
     elif isinstance(truth, dict):
-        _put(row, "model", _lookup(truth, fields.model))
-        _put(row, "label", _lookup(truth, fields.label))
+        _put(row, "model", lookup(truth, fields.model))
+        _put(row, "label", lookup(truth, fields.label))
     else:
         _put(row, "label", truth)
     return row

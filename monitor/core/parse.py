@@ -132,16 +132,17 @@ class Known:
         """This view as a label source feeding only model `only` (None: any) sees it."""
         return self if only is None else replace(self, only=only)
 
-_MISSING = object()
+MISSING = object()
 
 
-def _lookup(obj: dict, path: FieldPath) -> object:
+def lookup(obj: object, path: FieldPath) -> object:
+    """The value at `path` in a decoded JSON object, or MISSING (None is a value)."""
     for key in path:
         if not isinstance(obj, dict):
-            return _MISSING
-        obj = obj.get(key, _MISSING)
-        if obj is _MISSING:
-            return _MISSING
+            return MISSING
+        obj = obj.get(key, MISSING)
+        if obj is MISSING:
+            return MISSING
     return obj
 
 
@@ -266,8 +267,8 @@ def _reject_or_skip(parsed: Parsed, index: int, reason: Reason, line: bytes) -> 
 
 
 def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | None:
-    value = _lookup(obj, fields.id)
-    return None if value is _MISSING else request_id(value, max_id_bytes)
+    value = lookup(obj, fields.id)
+    return None if value is MISSING else request_id(value, max_id_bytes)
 
 
 def request_id(value: object, max_id_bytes: int) -> str | Reason | None:
@@ -293,8 +294,8 @@ def may_be_too_long(chars: int, max_id_bytes: int) -> bool:
 
 
 def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
-    value = _lookup(obj, fields.model)
-    if value is _MISSING or value is None:
+    value = lookup(obj, fields.model)
+    if value is MISSING or value is None:
         return default if default is not None else Reason.MISSING_FIELD
     return value if isinstance(value, str) and valid_name(value) else Reason.BAD_MODEL
 
@@ -313,7 +314,7 @@ def valid_name(value: object) -> bool:
 
 def _vector(obj: dict, fields: Fields, classes: Sequence[str]) -> list[float] | Reason:
     """The probability vector in class order (still unchecked for range and sum)."""
-    probs = _lookup(obj, fields.probabilities)
+    probs = lookup(obj, fields.probabilities)
     if isinstance(probs, list):
         if len(probs) != len(classes):
             return Reason.WRONG_LENGTH
@@ -326,10 +327,10 @@ def _vector(obj: dict, fields: Fields, classes: Sequence[str]) -> list[float] | 
             except ValueError:
                 return Reason.UNKNOWN_CLASS
         return vector
-    if probs is not _MISSING and probs is not None:
+    if probs is not MISSING and probs is not None:
         return Reason.BAD_PROBABILITY
-    hard = _lookup(obj, fields.prediction)
-    if hard is _MISSING or hard is None:
+    hard = lookup(obj, fields.prediction)
+    if hard is MISSING or hard is None:
         return Reason.MISSING_FIELD
     try:
         vector = [0.0] * len(classes)
@@ -429,7 +430,7 @@ class _Rules:
     max_id_bytes: int
 
     def time(self, raw: object) -> float:
-        return self.now if raw is _MISSING or raw is None else event_time(
+        return self.now if raw is MISSING or raw is None else event_time(
             raw, self.now, self.max_skew_s, self.zone)
 
 
@@ -554,16 +555,16 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
             parsed.rejects.append(Reject(i, vector))
             continue
         try:
-            ts = rules.time(_lookup(obj, fields.timestamp))
+            ts = rules.time(lookup(obj, fields.timestamp))
         except AheadOfClock as exc:
             parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP, str(exc)))
             continue
         except (ValueError, OverflowError):
             parsed.rejects.append(Reject(i, Reason.BAD_TIMESTAMP))
             continue
-        raw_label = _lookup(obj, fields.label)
+        raw_label = lookup(obj, fields.label)
         label = -1
-        if raw_label is not _MISSING and raw_label is not None:
+        if raw_label is not MISSING and raw_label is not None:
             try:
                 label = class_index(raw_label, classes)
             except ValueError:
@@ -648,14 +649,14 @@ def parse_labels(
         if isinstance(obj, Reason):
             _reject_or_skip(parsed, i, obj, line)
             continue
-        raw_model = _lookup(obj, fields.model)
+        raw_model = lookup(obj, fields.model)
         model: str | Reason | None = None
-        if default_model is not None or (raw_model is not _MISSING and raw_model is not None):
+        if default_model is not None or (raw_model is not MISSING and raw_model is not None):
             model = _model_name(obj, fields, default_model)
         request_id = _request_id(obj, fields, max_id_bytes)
-        raw_label = _lookup(obj, fields.label)
+        raw_label = lookup(obj, fields.label)
         reason = next((x for x in (model, request_id) if isinstance(x, Reason)), None)
-        if reason is None and (request_id is None or raw_label is _MISSING or raw_label is None):
+        if reason is None and (request_id is None or raw_label is MISSING or raw_label is None):
             reason = Reason.MISSING_FIELD
         label, raw = -1, None
         if reason is None and isinstance(model, str):
@@ -675,7 +676,7 @@ def parse_labels(
                 raw = raw_label
         if reason is None:
             try:
-                ts = rules.time(_lookup(obj, fields.timestamp))
+                ts = rules.time(lookup(obj, fields.timestamp))
             except (ValueError, OverflowError):
                 reason = Reason.BAD_TIMESTAMP
         if reason is not None:

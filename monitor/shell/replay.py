@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from monitor.core.aggregate import Aggregator, ModelSnapshot, Snapshot
-from monitor.core.parse import Reason, _lookup, decode, parse_timestamp
+from monitor.core.parse import Reason, decode, lookup, parse_timestamp
 from monitor.core.settings import Config, FieldPath, LabelSourceConfig, SourceConfig
 from monitor.shell.daemon import Reader
 from monitor.shell.export import replay_families, samples
@@ -98,7 +98,7 @@ def line_time(line: bytes, path: FieldPath) -> float | None:
     if isinstance(obj, Reason):
         return None
     try:
-        return parse_timestamp(_lookup(obj, path))
+        return parse_timestamp(lookup(obj, path))
     except (ValueError, OverflowError):
         return None
 
