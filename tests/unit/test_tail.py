@@ -8,17 +8,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from monitor.core.parse import split
-from monitor.shell.tail import (
-    FINGERPRINT_BYTES,
-    FileRecord,
-    claim,
-    classify,
-    complete_prefix,
-    copy_of,
-    copy_resume,
-    fingerprint_of,
-    strip_holes,
-)
+from monitor.shell.stream import FINGERPRINT_BYTES, FileRecord, complete_prefix, fingerprint_of, strip_holes
+from monitor.shell.tail import claim, classify, copy_of, copy_resume
 
 from .strategies import FAST
 
