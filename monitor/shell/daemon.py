@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any
 
 from monitor.core import schema
@@ -36,7 +36,8 @@ from monitor.shell.export import Exposition
 from monitor.shell.http import MetricsServer, load_web
 from monitor.shell.schemas import Schemas
 from monitor.shell.spool import Ingest
-from monitor.shell.tail import Block, Descriptors, FileRecord, Tailer, descriptor_budget, glob_root
+from monitor.shell.stream import Block, FileRecord
+from monitor.shell.tail import Descriptors, Tailer, descriptor_budget, glob_root
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,13 @@ class CatchUp:
         self.done = 0
         log.info("catching up backlog=%.1fMiB", backlog / 2**20)
 
-    def progress(self, read: int) -> bool:
-        """Count `read` bytes; True once caught up (a sweep that found nothing)."""
+    def progress(self, read: int, changed: bool = False) -> bool:
+        """Count `read` bytes; True once caught up (a sweep that found nothing: no byte
+        read and, `changed` False, no file opened, closed or cut either)."""
         self.done += read
         now = self.monotonic()
         elapsed = max(now - self.started, 1e-9)
-        if read == 0:
+        if read == 0 and not changed:
             log.info("caught up read=%.1fMiB in %.1fs", self.done / 2**20, elapsed)
             return True
         if now - self.last >= self.every_s:
@@ -92,6 +94,18 @@ class CatchUp:
                      self.done / 2**20, self.backlog / 2**20, rate / 2**20,
                      max(self.backlog - self.done, 0) / max(rate, 1.0))
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one sweep over the sources did."""
+
+    read: int  # bytes consumed
+    changes: int  # changes of the files followed: opened, closed, cut, skipped, handed over
+
+    def __bool__(self) -> bool:
+        """Whether anything happened: something new to checkpoint, and maybe more to read."""
+        return self.read > 0 or self.changes > 0
 
 
 class Reader:
@@ -145,27 +159,28 @@ class Reader:
             if self.tailers.get(name) is not old:
                 old.close()
 
-    def step(self, now: float, arrival: float | None = None, budget: int = READ_BUDGET) -> int:
-        """One sweep: read up to `budget` bytes per source; returns how much changed
-        (bytes consumed, plus one per change of the files followed): 0 means nothing
-        new to checkpoint.
+    def step(self, now: float, arrival: float | None = None, budget: int = READ_BUDGET) -> Step:
+        """One sweep: read up to `budget` bytes per source; returns the bytes consumed
+        and the changes of the files followed (false when neither: nothing new to
+        checkpoint).
 
         `now` is the window clock (wall time; -inf in replay, where the clock is the
         newest event), `arrival` stamps lines that carry no time (default `now`).
         """
         stamp = now if arrival is None else arrival
-        total = 0
+        read = changes = 0
         for source in self.sources:
             tailer = self.tailers[source.name]
-            before = tailer.progress
+            before, changed_before = tailer.progress, tailer.changes
             for block in tailer.poll(budget):
                 self.ingest(source, block, now, stamp)
             for reason, n in tailer.take_skips().items():
                 self.aggregator.skip_files(source.name, reason, n)
             for event, n in tailer.take_events().items():
                 self.aggregator.file_events(source.name, event, n)
-            total += tailer.progress - before
-        return total
+            read += tailer.progress - before
+            changes += tailer.changes - changed_before
+        return Step(read, changes)
 
     def ingest(self, source: SourceConfig | LabelSourceConfig, block: Block, now: float,
                arrival: float) -> None:
@@ -358,18 +373,19 @@ class Daemon:
         assert self.reader is not None
         mono = self.monotonic()
         self.last_tick = mono
-        read = 0
+        busy = False
         if mono >= self.next_poll:
-            read = self.reader.step(self.clock())
+            step = self.reader.step(self.clock())
+            busy = bool(step)
             self.reader.warn_unmatched()
-            self.dirty = self.dirty or read > 0
-            if self.catch_up is not None and self.catch_up.progress(read):
+            self.dirty = self.dirty or busy
+            if self.catch_up is not None and self.catch_up.progress(step.read, step.changes > 0):
                 self.catch_up = None
             # More data may be waiting: poll again at once instead of sleeping.
-            self.next_poll = mono if read else mono + self.config.poll_interval_s
+            self.next_poll = mono if busy else mono + self.config.poll_interval_s
         if mono >= self.next_checkpoint:
             self._checkpoint()
-        return 0.0 if read else max(0.0, min(self.next_poll, self.next_checkpoint) - mono)
+        return 0.0 if busy else max(0.0, min(self.next_poll, self.next_checkpoint) - mono)
 
     def handle(self, messages: list[str]) -> None:
         for message in messages:

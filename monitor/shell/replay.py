@@ -28,7 +28,7 @@ from monitor.core.parse import Reason, decode, lookup, parse_timestamp
 from monitor.core.settings import Config, FieldPath, LabelSourceConfig, SourceConfig
 from monitor.shell.daemon import Reader
 from monitor.shell.export import replay_families, samples
-from monitor.shell.tail import Block
+from monitor.shell.stream import Block
 
 Source = SourceConfig | LabelSourceConfig
 BATCH_LINES = 4096  # lines handed to the aggregator at once between two steps
@@ -69,8 +69,8 @@ def replay_to_end(config: Config, arrival: float, progress: Progress | None = No
     reader = Reader(config, aggregator, from_start=True)
     done = 0
     try:
-        while read := reader.step(now=-math.inf, arrival=arrival):
-            done += read
+        while step := reader.step(now=-math.inf, arrival=arrival):
+            done += step.read
             if progress is not None:
                 progress.show(done, done + reader.backlog_bytes(), _lines_read(aggregator))
         reader.warn_unmatched()
@@ -110,10 +110,10 @@ def _source_lines(reader: Reader, order: int, source: Source, budget: int) -> It
     key = -math.inf
     path = source.fields.timestamp
     while True:
-        before = tailer.progress
+        before = (tailer.progress, tailer.changes)
         blocks: list[Block] = list(tailer.poll(budget))
-        if not blocks and tailer.progress == before:
-            return
+        if not blocks and (tailer.progress, tailer.changes) == before:
+            return  # nothing read, no file opened or closed: the source is read to its end
         for block in blocks:
             if block.too_long:
                 yield _Line(key, order, source, block.path, block.first_line, b"", True)

@@ -28,7 +28,7 @@ from monitor.core.formats import SEGMENT
 from monitor.core.kserve import spool_lines
 from monitor.core.settings import Config, HttpSourceConfig
 from monitor.shell.config import spool_folder
-from monitor.shell.tail import FileRecord
+from monitor.shell.stream import FileRecord
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Following a glob of log files: file identity, offsets, rotation, partial lines.
+"""Following a glob of log files: which files, and what each one is.
 
 A file is its (st_dev, st_ino) plus a fingerprint of its first bytes, not its path:
 inodes are reused, and copies (copytruncate) get a new inode with old content. File
@@ -7,9 +7,9 @@ what the file system says (as mtail does): size below the offset is a truncation
 path leading to a new inode is a new file, an open file whose path is gone was renamed
 or deleted and is read to its end through the descriptor we hold.
 
-Only complete lines are handed on; a partial last line waits, re-read from its start on
-the next poll, so the recorded offset always sits on a line boundary (or inside an
-over-long line being skipped, which the record says).
+The tailer owns the set of open files (stream.py's `Stream`: descriptor, offset, line
+framing) and decides their identity with the pure functions below (`claim`, `copy_of`,
+`copy_resume`, `classify`); mtail splits its tailer from its logstreams the same way.
 """
 
 from __future__ import annotations
@@ -18,77 +18,37 @@ import contextlib
 import errno
 import functools
 import glob as globlib
-import hashlib
 import logging
 import os
-import re
 import resource
 import stat
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from typing import TypeGuard
+from dataclasses import replace
 
 from monitor.core.aggregate import FILE_EVENTS, SKIP_REASONS
+from monitor.shell.stream import (
+    FINGERPRINT_BYTES,
+    Block,
+    Event,
+    FileRecord,
+    Key,
+    State,
+    Stream,
+    fingerprint_of,
+    is_compressed,
+    is_full,
+    matches,
+)
 
 log = logging.getLogger(__name__)
-_HOLE = re.compile(rb"^\0+", re.MULTILINE)
 COMPRESSED, NOT_REGULAR, PSEUDO, SYMLINK_OUTSIDE, MAX_OPEN_FILES = SKIP_REASONS
 ROTATED, TRUNCATED, COPIED = FILE_EVENTS
-# What logrotate's compressors write first: gzip, bzip2, xz, zstd.
-COMPRESSED_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
 
-Key = tuple[int, int]  # (st_dev, st_ino)
-# A fingerprint is `n:hash` of the first n bytes we consumed, n up to this (Vector's
-# default too). Only full-length ones identify a copy of a followed file: shorter heads
-# collide too easily (two small files starting with the same line). Short ones still
-# recognise the copy of a file cut before we had read this much of it.
-FINGERPRINT_BYTES = 256
 HISTORY = 4096  # fingerprints of closed or truncated files remembered, newest kept
 ROTATE_WAIT_S = 5.0  # keep reading a rotated-away file this long after its last growth
 DORMANT_AFTER_S = 60.0  # close a fully read file quiet this long (reopened when it changes)
-CHUNK_BYTES = 1 << 20  # a read; complete lines in it are never longer than max_line_bytes
-
-
-@dataclass(slots=True)
-class Block:
-    """Complete lines read from one file (each ending in a newline), or one over-long
-    line that was skipped (no data)."""
-
-    path: str
-    first_line: int  # 1-based number of the first line
-    data: bytes
-    lines: int
-    too_long: bool = False
-
-
-@dataclass(slots=True)
-class FileRecord:
-    """What the checkpoint keeps of one followed file."""
-
-    dev: int
-    ino: int
-    fingerprint: str | None
-    path: str
-    offset: int
-    line_no: int
-    skipping: bool = False
-
-    @property
-    def key(self) -> Key:
-        return (self.dev, self.ino)
-
-
-@dataclass(slots=True)
-class _Open:
-    record: FileRecord
-    fd: int
-    idle_since: float | None = None  # monotonic time it was last seen at EOF, off the glob
-    twin_of: Key | None = None  # a copy of a live file, read only once that one is cut
-    gone: bool = False  # no longer reachable by the glob (renamed away or deleted)
-    size: int = 0  # as of the last scan
-    quiet_since: float | None = None  # monotonic time it was last found fully read
 
 
 def descriptor_budget(wanted: int, reserve: int = 64) -> int:
@@ -128,46 +88,11 @@ class Descriptors:
         self.held -= 1
 
 
-def complete_prefix(data: bytes) -> int:
-    """Bytes of `data` up to and including its last newline: the complete lines."""
-    return data.rfind(b"\n") + 1
-
-
-def fingerprint_of(head: bytes) -> str | None:
-    """`n:hash` of the first n = min(len(head), FINGERPRINT_BYTES) bytes; None if empty."""
-    n = min(len(head), FINGERPRINT_BYTES)
-    if n == 0:
-        return None
-    return f"{n}:{hashlib.blake2b(head[:n], digest_size=12).hexdigest()}"
-
-
-def is_full(fp: str | None) -> TypeGuard[str]:
-    return fp is not None and fp.startswith(f"{FINGERPRINT_BYTES}:")
-
-
-def matches(fp: str, head: bytes) -> bool:
-    """Whether a file starting with `head` starts with the bytes `fp` was taken of."""
-    n = int(fp.split(":", 1)[0])
-    return len(head) >= n and fingerprint_of(head[:n]) == fp
-
-
 def classify(offset: int, size: int) -> str:
     """What happened to an open file since we read it up to `offset`."""
     if size < offset:
         return "truncated"
     return "grown" if size > offset else "same"
-
-
-def strip_holes(lines: bytes) -> bytes:
-    """Complete lines without the NUL runs that start any of them (a file hole a writer
-    without O_APPEND left after copytruncate); the number of lines stays."""
-    return _HOLE.sub(b"", lines)
-
-
-def is_compressed(head: bytes) -> bool:
-    """Whether a file starting with `head` is a compressed rotation (never text lines:
-    they were read before compression, from the file it was made of)."""
-    return head.startswith(COMPRESSED_MAGIC)
 
 
 def glob_root(pattern: str) -> tuple[str, bool]:
@@ -233,19 +158,18 @@ class Tailer:
     ) -> None:
         self.pattern = pattern
         self.max_line_bytes = max_line_bytes
-        # No complete line in a chunk can then be longer than max_line_bytes, so over-long
-        # lines are found without looking at each line.
-        self.chunk = min(CHUNK_BYTES, max_line_bytes + 1)
         self.start_at_end = start_at_end
         self.monotonic = monotonic
         self.rotate_wait_s = rotate_wait_s
-        self.files: dict[Key, _Open] = {}
+        self.files: dict[Key, Stream] = {}
         # Fully read files quiet for DORMANT_AFTER_S: closed, so that a glob over months
         # of retained logs does not hold a descriptor per file; reopened on change.
         self.dormant: dict[Key, FileRecord] = {}
-        # Grows with every byte consumed and every change of what we follow, so that the
-        # daemon knows there is something new to checkpoint.
-        self.progress = 0
+        self.progress = 0  # bytes consumed (lines handed on, holes, over-long lines)
+        # Grows with every change of what we follow (a file opened, closed, cut, skipped,
+        # handed over), so that the daemon knows there is something new to checkpoint
+        # even when no byte was read.
+        self.changes = 0
         self.history: OrderedDict[str, int] = OrderedDict(history or {})
         self.pending_records = list(records or [])
         self.first_scan = True
@@ -265,9 +189,9 @@ class Tailer:
     # -- state -------------------------------------------------------------------------
 
     def records(self) -> list[FileRecord]:
-        """Copies of the records to checkpoint. Held copies (twins) are left out: after a
+        """Copies of the records to checkpoint. Held copies are left out: after a
         restart they are recognised again by their fingerprint."""
-        live = [replace(f.record) for f in self.files.values() if f.twin_of is None]
+        live = [replace(f.record) for f in self.files.values() if not f.held]
         return live + [replace(r) for r in self.dormant.values()] + list(self.pending_records)
 
     def skipped_state(self) -> list[tuple[int, int, str, int]]:
@@ -288,14 +212,14 @@ class Tailer:
         total = 0
         for f in self.files.values():
             try:
-                total += max(0, os.fstat(f.fd).st_size - f.record.offset)
+                total += max(0, f.fstat_size() - f.record.offset)
             except OSError:
                 continue
         return total
 
     def close(self) -> None:
         for f in self.files.values():
-            self._close(f.fd)
+            self._close(f)
         self.files.clear()
         if self in self.descriptors.tailers:
             self.descriptors.tailers.remove(self)
@@ -308,14 +232,14 @@ class Tailer:
 
     def release_spare(self) -> None:
         f = min(self._spares(), key=_spare_rank)
-        if f.gone:
-            self._forget(f.record.key, f)
+        if f.state is State.GONE:
+            self._forget(f)
         else:
-            self._doze(f.record.key, f)
+            self._doze(f)
 
-    def _spares(self) -> list[_Open]:
+    def _spares(self) -> list[Stream]:
         return [f for key, f in self.files.items()
-                if f.twin_of is None and not f.record.skipping and f.size <= f.record.offset
+                if not f.held and not f.record.skipping and f.size <= f.record.offset
                 and not self._copied(key)]
 
     # -- polling -----------------------------------------------------------------------
@@ -323,16 +247,17 @@ class Tailer:
     def poll(self, budget: int) -> Iterator[Block]:
         """Re-scan the glob, then read up to about `budget` bytes of complete lines."""
         self.scan()
-        for key in list(self.files):
-            f = self.files[key]
-            if f.twin_of is not None:
+        for f in list(self.files.values()):
+            if f.held:
                 continue
             before = f.record.offset
-            yield from self._read(f, budget)
-            if key not in self.files:  # found compressed: closed and skipped
+            if (yield from f.read(budget)):
+                self._skip_open(f)  # was empty when opened, now found compressed
                 continue
-            budget -= f.record.offset - before
-            self._maybe_forget(key, f, grew=f.record.offset != before)
+            read = f.record.offset - before
+            self.progress += read
+            budget -= read
+            self._maybe_forget(f, grew=read != 0)
             if budget <= 0:
                 return
         self._rest()
@@ -362,7 +287,8 @@ class Tailer:
                 continue
             f = self.files.get(key)
             if f is not None:
-                f.record.path, f.gone, f.idle_since, f.size = path, False, None, st.st_size
+                f.record.path, f.size = path, st.st_size
+                f.to(Event.SEEN, now)
             elif key in self.dormant:
                 self._wake(path, key, st)
             elif (opened := self._open(path)) is not None:
@@ -375,7 +301,7 @@ class Tailer:
         for key, f in self.files.items():
             if key not in seen:
                 try:
-                    f.size = os.fstat(f.fd).st_size
+                    f.size = f.fstat_size()
                 except OSError:
                     continue
             self._check_truncation(f)
@@ -388,8 +314,8 @@ class Tailer:
         if self.pending_records:
             self._resume_moved()
         for key, f in self.files.items():
-            if key not in seen and not f.gone:
-                f.gone, f.idle_since = True, now
+            if key not in seen:
+                f.to(Event.MISSED, now)
         self.first_scan = False
 
     def _skips(self, path: str, key: Key, st: os.stat_result) -> bool:
@@ -416,66 +342,55 @@ class Tailer:
         while len(self.skipped) > HISTORY:
             del self.skipped[next(iter(self.skipped))]
         self.new_skips[reason] += 1
-        self.progress += 1
+        self.changes += 1
         if reason == COMPRESSED:
             log.info("compressed file skipped, its lines were read before compression path=%s",
                      path)
         else:
             log.warning("file skipped reason=%s path=%s", reason, path)
 
-    def _skip_open(self, f: _Open) -> None:
+    def _skip_open(self, f: Stream) -> None:
         """Stop following a file found compressed after it was opened."""
-        self.files.pop(f.record.key, None)
+        self.files.pop(f.key, None)
         mtime = 0
         with contextlib.suppress(OSError):
             mtime = os.fstat(f.fd).st_mtime_ns
-        self._close(f.fd)
-        self._skip(f.record.path, f.record.key, COMPRESSED, mtime)
+        self._close(f)
+        self._skip(f.record.path, f.key, COMPRESSED, mtime)
 
-    def _check_truncation(self, f: _Open) -> None:
-        if f.twin_of is not None:
-            self._check_twin(f, f.twin_of)
+    def _check_truncation(self, f: Stream) -> None:
+        if f.original is not None:
+            self._check_twin(f, f.original)
             return  # a held copy is static; its offset is the original's
         change = classify(f.record.offset, f.size)
-        if change == "same" or (change == "grown" and not self._rewritten(f)):
+        if change == "same" or (change == "grown" and not f.rewritten()):
             return
         log.info("file truncated path=%s offset=%d size=%d", f.record.path, f.record.offset, f.size)
         self.new_events[TRUNCATED] += 1
-        self.progress += 1
+        self.changes += 1
         # The copy made before this truncation (if we follow it) holds the lines between
         # our offset and the copy: it continues where we stopped in the original.
         self._hand_over(f)
         f.record.offset = f.record.line_no = 0
         f.record.fingerprint, f.record.skipping = None, False
 
-    def _rewritten(self, f: _Open) -> bool:
-        """Cut and written past our offset again between two scans (copytruncate, then
-        a burst): the size alone looks like growth, the first bytes tell."""
-        if f.record.fingerprint is None:
-            return False
-        try:
-            head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
-        except OSError:
-            return False
-        return not matches(f.record.fingerprint, head)
-
-    def _hand_over(self, f: _Open) -> None:
+    def _hand_over(self, f: Stream) -> None:
         """The content `f` held is leaving it (cut or closed): a held copy of it takes
         over at our offset; without one, remember where we were in that content."""
         rec = f.record
-        twin = next((t for t in self.files.values() if t.twin_of == rec.key), None)
+        twin = next((t for t in self.files.values() if t.original == rec.key), None)
         if twin is not None:
-            self.progress += 1
+            self.changes += 1
             self.new_events[COPIED] += 1  # counted once it proves one (an empty new file
-            twin.twin_of = None           # beside a renamed one looks like a copy at first)
+            twin.to(Event.RELEASE, self.monotonic())  # beside a renamed one looks like one)
             with contextlib.suppress(OSError):
-                twin.size = os.fstat(twin.fd).st_size
+                twin.size = twin.fstat_size()
             twin.record.offset, twin.record.skipping = copy_resume(rec.offset, rec.skipping,
                                                                    twin.size)
             twin.record.line_no, twin.record.fingerprint = rec.line_no, rec.fingerprint
             for other in self.files.values():  # further copies now copy the new holder
-                if other.twin_of == rec.key:
-                    other.twin_of = twin.record.key
+                if other.original == rec.key:
+                    other.to(Event.HOLD, self.monotonic(), twin.key)
         elif rec.fingerprint is not None:
             self._remember(rec.fingerprint, rec.offset)
 
@@ -486,11 +401,12 @@ class Tailer:
             head = os.pread(fd, FINGERPRINT_BYTES, 0)
         except OSError as exc:
             log.warning("cannot read path=%s error=%s", path, exc.strerror)
-            self._close(fd)
+            os.close(fd)
+            self.descriptors.release()
             return
-        self.progress += 1
+        self.changes += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
-        f = _Open(record, fd, size=st.st_size)
+        f = Stream(record, fd, st.st_size, self.max_line_bytes)
         if is_compressed(head):
             self.files[key] = f
             self._skip_open(f)
@@ -506,18 +422,20 @@ class Tailer:
                                                              st.st_size)
             record.line_no, record.fingerprint = restored.line_no, restored.fingerprint
         elif not self._place(f, head) and self.first_scan and self.start_at_end:
-            record.offset, record.skipping = _last_line_end(fd, st.st_size, self.chunk)
+            record.offset, record.skipping = f.last_line_end()
         self.files[key] = f
 
-    def _place(self, f: _Open, head: bytes) -> bool:
+    def _place(self, f: Stream, head: bytes) -> bool:
         """Where a file we start to follow begins, judged by the `head` it holds now: a
         copy of a followed file is held until that one is cut; content cut or closed
         before resumes where we were in it. False if it is new content."""
         rec = f.record
-        f.twin_of = self._original_of(head)  # never itself: a held copy is no original
-        if f.twin_of is not None:
+        original = self._original_of(head)  # never itself: a held copy is no original
+        if original is not None:
+            f.to(Event.HOLD, self.monotonic(), original)
             log.info("copy of a followed file, held until the original is cut path=%s", rec.path)
             return True
+        f.to(Event.RELEASE, self.monotonic())
         if (known := self._known(head)) is not None:
             rec.fingerprint = known
             rec.offset, _ = copy_resume(self.history.pop(known), False, f.size)
@@ -529,9 +447,9 @@ class Tailer:
     def _original_of(self, head: bytes) -> Key | None:
         """A followed file that this one is a copy of, or may be becoming one."""
         return next((key for key, f in self.files.items()
-                     if f.twin_of is None and _copy_of(f, head)), None)
+                     if not f.held and _copy_of(f, head)), None)
 
-    def _check_twin(self, f: _Open, original_key: Key) -> None:
+    def _check_twin(self, f: Stream, original_key: Key) -> None:
         """A held copy that stopped matching its original is placed again by what it
         holds now: held while empty, it may have been taken for a copy of any followed
         file (all start with no bytes), and be the copy of another one, or of content
@@ -539,11 +457,11 @@ class Tailer:
         renamed away, since written to), read from 0."""
         original = self.files.get(original_key)
         try:
-            head = os.pread(f.fd, FINGERPRINT_BYTES, 0)
+            head = f.head()
         except OSError:
             return
         if original is None or not _copy_of(original, head):
-            self.progress += 1
+            self.changes += 1
             self._place(f, head)
 
     def _known(self, head: bytes) -> str | None:
@@ -570,33 +488,35 @@ class Tailer:
             return
         fd, now = opened
         if (now.st_dev, now.st_ino) != key:  # replaced between stat and open
-            self._close(fd)
+            os.close(fd)
+            self.descriptors.release()
             return
         del self.dormant[key]
-        self.files[key] = _Open(rec, fd, size=now.st_size)
-        self.progress += 1
+        self.files[key] = Stream(rec, fd, now.st_size, self.max_line_bytes)
+        self.changes += 1
 
     def _rest(self) -> None:
         """Close files fully read and quiet for DORMANT_AFTER_S (still on the glob)."""
         now = self.monotonic()
         for key, f in list(self.files.items()):
-            if f.gone or f.twin_of is not None or f.record.skipping or f.size > f.record.offset:
-                f.quiet_since = None
-                continue
-            if f.quiet_since is None:
-                f.quiet_since = now
-            elif now - f.quiet_since >= DORMANT_AFTER_S and not self._copied(key):
-                self._doze(key, f)
+            if f.state is not State.FOLLOWED:
+                continue  # gone: its clock is the one `_maybe_forget` reads; held: none
+            if f.record.skipping or f.size > f.record.offset:
+                f.since = None
+            elif f.since is None:
+                f.since = now
+            elif now - f.since >= DORMANT_AFTER_S and not self._copied(key):
+                self._doze(f)
 
-    def _doze(self, key: Key, f: _Open) -> None:
+    def _doze(self, f: Stream) -> None:
         """Close a fully read file still on the glob; reopened when it changes."""
-        self._close(f.fd)
-        del self.files[key]
-        self.dormant[key] = f.record
-        self.progress += 1
+        self._close(f)
+        del self.files[f.key]
+        self.dormant[f.key] = f.record
+        self.changes += 1
 
     def _copied(self, key: Key) -> bool:
-        return any(t.twin_of == key for t in self.files.values())
+        return any(t.original == key for t in self.files.values())
 
     def _resume_moved(self) -> None:
         """Checkpointed files the glob no longer finds: look for their inode beside
@@ -618,7 +538,7 @@ class Tailer:
                     if opened is not None:
                         self._admit(path, *opened)
                         if rec.key in self.files:  # not skipped (found compressed, say)
-                            self.files[rec.key].gone = True
+                            self.files[rec.key].to(Event.MISSED, self.monotonic())
                     break
         # What is still unclaimed is gone; its content may re-appear as a copy.
         for rec in self.pending_records:
@@ -632,25 +552,25 @@ class Tailer:
         while len(self.history) > HISTORY:
             self.history.popitem(last=False)
 
-    def _maybe_forget(self, key: Key, f: _Open, grew: bool) -> None:
+    def _maybe_forget(self, f: Stream, grew: bool) -> None:
         """Close a rotated-away or deleted file once it has been quiet for a while."""
-        if not f.gone:
+        if f.state is not State.GONE:
             return
         now = self.monotonic()
-        if grew or f.idle_since is None:
-            f.idle_since = now
+        if grew or f.since is None:
+            f.since = now
             return
-        if now - f.idle_since < self.rotate_wait_s:
+        if now - f.since < self.rotate_wait_s:
             return
-        self._forget(key, f)
+        self._forget(f)
 
-    def _forget(self, key: Key, f: _Open) -> None:
+    def _forget(self, f: Stream) -> None:
         """Close a rotated-away or deleted file for good."""
         self.new_events[ROTATED] += 1  # not on a scan that merely missed it mid-rename
         self._hand_over(f)
-        self._close(f.fd)
-        del self.files[key]
-        self.progress += 1
+        self._close(f)
+        del self.files[f.key]
+        self.changes += 1
 
     def _open(self, path: str) -> tuple[int, os.stat_result] | None:
         """A regular file opened for reading, within the descriptor budget. Anything
@@ -676,7 +596,8 @@ class Tailer:
             return None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            self._close(fd)
+            os.close(fd)
+            self.descriptors.release()
             self._failed(path, "not a regular file")
             return None
         if self.failing.pop(path, None) is not None:
@@ -690,88 +611,22 @@ class Tailer:
         while len(self.failing) > HISTORY:
             del self.failing[next(iter(self.failing))]
 
-    def _close(self, fd: int) -> None:
-        os.close(fd)
+    def _close(self, f: Stream) -> None:
+        f.close()
         self.descriptors.release()
 
-    def _read(self, f: _Open, budget: int) -> Iterator[Block]:
-        rec = f.record
-        if f.size <= rec.offset and not rec.skipping:
-            return  # nothing new since the scan: no read for an idle file
-        while budget > 0:
-            try:
-                data = os.pread(f.fd, self.chunk, rec.offset)
-            except OSError as exc:  # an I/O error on the disk or network file system
-                log.warning("cannot read path=%s offset=%d error=%s", rec.path, rec.offset,
-                            exc.strerror)
-                return
-            if not data:
-                return
-            if rec.offset == 0 and is_compressed(data):  # was empty when we opened it
-                self._skip_open(f)
-                return
-            if rec.offset and self._rewritten(f):
-                # Cut and rewritten since the scan: these bytes may belong to the new
-                # content. Leave them; the next scan starts that content from 0.
-                return
-            if rec.skipping:
-                end = data.find(b"\n")
-                if end < 0:
-                    rec.offset += len(data)
-                    self.progress += len(data)
-                    continue
-                rec.offset += end + 1
-                self.progress += end + 1
-                rec.line_no += 1
-                rec.skipping = False
-                yield Block(rec.path, rec.line_no, b"", 1, too_long=True)
-                continue
-            if data[:1] == b"\0":
-                # A hole: copytruncate under a writer without O_APPEND, which writes on
-                # at its old offset. Not a line; the line after it is.
-                hole = len(data) - len(data.lstrip(b"\0"))
-                rec.offset += hole
-                self.progress += hole
-                continue
-            used = complete_prefix(data)
-            if not used and len(data) == self.chunk <= self.max_line_bytes:
-                # A line longer than a chunk may still be within the limit: look further.
-                data = os.pread(f.fd, self.max_line_bytes + 1, rec.offset)
-                used = complete_prefix(data)
-            if not used:
-                if len(data) > self.max_line_bytes:
-                    rec.skipping = True  # never hold an over-long line in memory whole
-                    rec.offset += len(data)
-                    self.progress += len(data)
-                    continue
-                return  # a partial line: wait until it is complete
-            count = data.count(b"\n", 0, used)
-            lines = data[:used] if used < len(data) else data
-            if b"\0" in lines:  # rare: only then look for holes before lines
-                lines = strip_holes(lines)
-            block = Block(rec.path, rec.line_no + 1, lines, count)
-            rec.line_no += count
-            budget -= used
-            yield block
-            rec.offset += used
-            self.progress += used
-            if not is_full(rec.fingerprint):
-                # Of what we consumed: the content we would not want to read twice.
-                head = data if rec.offset == used else os.pread(f.fd, FINGERPRINT_BYTES, 0)
-                rec.fingerprint = fingerprint_of(head[: min(rec.offset, FINGERPRINT_BYTES)])
 
-
-def _copy_of(original: _Open, head: bytes) -> bool:
+def _copy_of(original: Stream, head: bytes) -> bool:
     """`copy_of` for an open original, read now."""
     try:
-        original_head = os.pread(original.fd, FINGERPRINT_BYTES, 0)
+        original_head = original.head()
     except OSError:
         original_head = b""
     return copy_of(original.record.fingerprint, original_head, head)
 
 
-def _spare_rank(f: _Open) -> tuple[int, float]:
-    return (0, f.idle_since or 0.0) if f.gone else (1, f.quiet_since or 0.0)
+def _spare_rank(f: Stream) -> tuple[int, float]:
+    return (0 if f.state is State.GONE else 1, f.since or 0.0)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -787,12 +642,3 @@ def _pseudo_devices() -> frozenset[int]:
         with contextlib.suppress(OSError):
             devices.add(os.stat(folder).st_dev)
     return frozenset(devices)
-
-
-def _last_line_end(fd: int, size: int, window: int) -> tuple[int, bool]:
-    """Where `start_at: end` begins: just after the last newline; inside a line longer
-    than `window`, skipping the rest of it."""
-    start = max(0, size - window)
-    tail = os.pread(fd, size - start, start)
-    end = tail.rfind(b"\n")
-    return (start + end + 1, False) if end >= 0 else (start, start > 0)

@@ -51,10 +51,11 @@ def test_quiet_files_are_closed_and_reopened_when_they_grow(tmp_path: Path):
     assert len(tailer.files) == 3
     lines_of(tailer)
     clock.advance(DORMANT_AFTER_S + 1)
-    progress = tailer.progress
+    progress, changes = tailer.progress, tailer.changes
     lines_of(tailer)
     assert tailer.files == {} and len(tailer.dormant) == 3  # no descriptor held
-    assert tailer.progress > progress  # what we follow changed: worth a checkpoint
+    assert tailer.progress == progress  # no byte read
+    assert tailer.changes > changes  # but what we follow changed: worth a checkpoint
     assert len(tailer.records()) == 3  # and still checkpointed
     with open(tmp_path / "p-1.jsonl", "ab") as fh:
         fh.write(b'{"n": 11}\n')
@@ -88,15 +89,17 @@ def test_folders_fifos_and_link_loops_on_the_glob_are_skipped_not_fatal(tmp_path
     tailer.close()
 
 
-def test_truncation_to_fewer_bytes_still_counts_as_progress(tmp_path: Path):
+def test_truncation_to_fewer_bytes_counts_the_bytes_read_and_a_change(tmp_path: Path):
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'{"n": 1}\n' * 100)
     tailer = Tailer(str(path), 1 << 20, monotonic=FakeClock())
     lines_of(tailer)
-    progress = tailer.progress
+    assert tailer.progress == 900  # bytes only
+    progress, changes = tailer.progress, tailer.changes
     path.write_bytes(b'{"n": 2}\n')  # cut, then one short line: offsets went down
     assert lines_of(tailer) == [b'{"n": 2}']
-    assert tailer.progress > progress
+    assert tailer.progress == progress + 9
+    assert tailer.changes > changes
     tailer.close()
 
 

@@ -8,17 +8,18 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from monitor.core.parse import split
-from monitor.shell.tail import (
+from monitor.shell.stream import (
     FINGERPRINT_BYTES,
+    TRANSITIONS,
+    Event,
     FileRecord,
-    claim,
-    classify,
+    State,
+    Stream,
     complete_prefix,
-    copy_of,
-    copy_resume,
     fingerprint_of,
     strip_holes,
 )
+from monitor.shell.tail import claim, classify, copy_of, copy_resume
 
 from .strategies import FAST
 
@@ -159,3 +160,53 @@ def test_nul_runs_before_lines_are_dropped_and_the_lines_kept(holes_and_lines):
 
 def test_a_nul_inside_a_line_is_the_line_s_own():
     assert strip_holes(b'{"a": "x\0y"}\n\0\0{"b": 1}\n') == b'{"a": "x\0y"}\n{"b": 1}\n'
+
+
+def test_every_state_has_a_next_state_for_every_event():
+    assert set(TRANSITIONS) == {(s, e) for s in State for e in Event}
+
+
+def _walk(events: list[Event]) -> Stream:
+    stream = Stream(FileRecord(1, 2, None, "p", 0, 0), fd=-1, size=0, max_line_bytes=10)
+    for now, event in enumerate(events, 1):
+        stream.to(event, float(now), original=(1, 9) if event is Event.HOLD else None)
+    return stream
+
+
+def test_a_file_renamed_away_is_gone_from_then_and_followed_again_when_seen():
+    stream = _walk([Event.SEEN, Event.MISSED, Event.MISSED])
+    assert stream.state is State.GONE and stream.since == 2.0  # left the glob at 2
+    stream = _walk([Event.SEEN, Event.MISSED, Event.SEEN])
+    assert stream.state is State.FOLLOWED and stream.since is None
+
+
+def test_a_held_copy_keeps_its_original_and_whether_it_is_on_the_glob():
+    stream = _walk([Event.HOLD, Event.SEEN, Event.MISSED])
+    assert stream.state is State.HELD_GONE and stream.held and stream.original == (1, 9)
+    assert stream.since == 3.0
+    stream.to(Event.RELEASE, 4.0)  # its original was cut: read from here, to its end
+    assert stream.state is State.GONE and not stream.held and stream.original is None
+    assert stream.since == 3.0
+    stream = _walk([Event.HOLD, Event.RELEASE])
+    assert stream.state is State.FOLLOWED and stream.original is None and stream.since is None
+
+
+@FAST
+@given(st.lists(st.sampled_from(list(Event)), max_size=20))
+def test_held_and_off_glob_follow_the_last_event_that_decides_each(events):
+    stream = _walk(events)
+    holds = [e for e in events if e in (Event.HOLD, Event.RELEASE)]
+    scans = [e for e in events if e in (Event.SEEN, Event.MISSED)]
+    assert stream.held == (bool(holds) and holds[-1] is Event.HOLD)
+    gone = bool(scans) and scans[-1] is Event.MISSED
+    assert (stream.state in (State.GONE, State.HELD_GONE)) == gone
+    assert (stream.original is not None) == stream.held
+    # The quiet clock runs only off the glob, from the scan that first missed it.
+    if gone:
+        first_missed = len(events) - next(i for i, e in enumerate(reversed(events))
+                                          if e is Event.SEEN) if Event.SEEN in events else 0
+        missed_at = next(i for i, e in enumerate(events[first_missed:], first_missed + 1)
+                         if e is Event.MISSED)
+        assert stream.since == float(missed_at)
+    elif stream.held:
+        assert stream.since is None
