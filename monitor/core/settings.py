@@ -64,7 +64,9 @@ MAX_SPOOL_BYTES = 256 << 20
 
 
 @dataclass(frozen=True, slots=True)
-class SourceConfig:
+class LogSource:
+    """What every log source has; a source is a SourceConfig or a LabelSourceConfig."""
+
     name: str
     path: str
     model: str | None = None
@@ -76,15 +78,14 @@ class SourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class LabelSourceConfig:
-    name: str
-    path: str
-    model: str | None = None
-    fields: Fields = Fields()
-    start_at: str = "beginning"
-    format: str = "jsonl"
-    timezone: tzinfo = UTC
-    follow_symlinks: bool = False  # links out of the glob's folder: read, or skipped
+class SourceConfig(LogSource):
+    """A prediction log."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSourceConfig(LogSource):
+    """A log of true labels, joined to predictions by request id."""
+
     join_ttl_s: float = 86400.0
     max_pending: int = 1_000_000
 
