@@ -53,10 +53,10 @@ def checkpoint_probe(config_path: str, repeats: int = 5) -> dict:
     snapshot = daemon.aggregator.snapshot
     snapshots: list[float] = []
 
-    def timed_snapshot(now: float) -> object:
+    def timed_snapshot() -> object:
         t = time.perf_counter()
         try:
-            return snapshot(now)
+            return snapshot()
         finally:
             snapshots.append(time.perf_counter() - t)
 

@@ -1,7 +1,10 @@
-"""Per-model state: reference, windows and counters; `ingest(batch, now)` and `snapshot(now)`.
+"""Per-model state: reference, windows and counters; `ingest(batch, now)`, `advance(now)`
+and `snapshot()`.
 
 Pure: time is an argument. The window clock T is max(newest event time, `now`); replay
-passes now=-inf so its clock is the newest event read.
+passes now=-inf so its clock is the newest event read. Only ingesting and `advance` move
+it: `snapshot()` is a read, so the shell advances first to let idle windows move with
+the wall clock.
 """
 
 from __future__ import annotations
@@ -32,18 +35,19 @@ from monitor.core.parse import (
     parse_labels,
     parse_predictions,
 )
-from monitor.core.reference import Decay, make_reference
+from monitor.core.reference import make_reference
 from monitor.core.settings import Config, LabelSourceConfig, ModelConfig, SourceConfig
 from monitor.core.window import (
     BLOCK_LOGLOSS,
     LABELLED,
     LOGLOSS,
     PRED,
+    Added,
     CountWindow,
+    Labelled,
     Layout,
+    Recent,
     TimeWindow,
-    label_rows,
-    prediction_rows,
 )
 
 Array = npt.NDArray[np.float64]
@@ -89,13 +93,14 @@ class ModelState:
         self.k = k
         self.layout = Layout(k)
         self.reference = make_reference(config.reference, k)
-        self.windows: list[TimeWindow | CountWindow] = [
+        self.windows: list[Recent] = [
             TimeWindow(w.duration_s, k) if w.duration_s is not None
             else CountWindow(w.count or 1, k, config.epsilon)
             for w in config.windows
         ]
-        self.time_windows = [w for w in self.windows if isinstance(w, TimeWindow)]
-        self.shortest = min(self.time_windows, key=lambda w: w.duration_s, default=None)
+        # Lateness is against the shortest time window (a count window's span is inf and
+        # no line is late to it).
+        self.shortest = min(self.windows, key=lambda w: w.duration_s, default=None)
         self.clock = -math.inf
         self.predictions_total = 0
         self.labels_total = np.zeros(k, dtype=np.int64)
@@ -103,13 +108,14 @@ class ModelState:
         self.log_loss_sum_total = 0.0
         self.last_event_ts = -math.inf
 
-    def advance(self, now: float) -> None:
-        """Move every window's clock to max(now, newest event)."""
+    def advance(self, now: float) -> ModelState:
+        """Move every window's clock to max(now, newest event); returns self."""
         self.clock = max(self.clock, now)
         if math.isfinite(self.clock):
             self.reference.advance(self.clock)
-            for window in self.time_windows:
+            for window in self.windows:
                 window.advance(self.clock)
+        return self
 
     def ingest(self, batch: Predictions, now: float) -> npt.NDArray[np.bool_]:
         """Add a batch of predictions in arrival order; returns which lines were late.
@@ -125,22 +131,15 @@ class ModelState:
         running = np.maximum.accumulate(np.maximum(batch.ts, max(self.clock, now)))
         late = self.shortest.outside(batch.ts, running) if self.shortest else np.zeros(n, bool)
         self.advance(float(running[-1]))
-        # Two blocks: the per-prediction columns for every row, the labelled columns for
-        # the labelled rows only (most rows are unlabelled; their labelled sums are 0).
-        rows = prediction_rows(batch.probs)
-        known = np.flatnonzero(batch.labels >= 0)
-        labelled = label_rows(batch.probs[known], batch.labels[known], self.config.epsilon)
-        for target in (self.reference, *self.time_windows):
-            target.add(batch.ts, rows, self.layout.per_prediction)
-            target.add(batch.ts[known], labelled, self.layout.labelled)
+        added = Added.of(batch.ts, batch.probs, batch.labels, self.config.epsilon)
+        self.reference.add(added)
         for window in self.windows:
-            if isinstance(window, CountWindow):
-                window.add(batch.ts, batch.probs, batch.labels)
+            window.add(added)
         known = batch.labels[batch.labels >= 0]
         self.predictions_total += n
         self.labels_total += np.bincount(known, minlength=self.k)
         self.probability_total += batch.probs.sum(axis=0)
-        self.log_loss_sum_total += float(labelled[:, BLOCK_LOGLOSS].sum())
+        self.log_loss_sum_total += float(added.labelled[:, BLOCK_LOGLOSS].sum())
         self.last_event_ts = max(self.last_event_ts, float(batch.ts.max()))
         return late
 
@@ -149,18 +148,16 @@ class ModelState:
         the reference, the counters, and every window that still holds the prediction."""
         if len(joined.labels) == 0:
             return
-        rows = label_rows(joined.probs, joined.labels, self.config.epsilon)
-        self.reference.add(joined.ts, rows, self.layout.labelled)
+        labelled = Labelled.of(joined.ts, joined.seq, joined.probs, joined.labels,
+                               self.config.epsilon)
+        self.reference.label(labelled)
         for window in self.windows:
-            if isinstance(window, TimeWindow):
-                window.add(joined.ts, rows, self.layout.labelled)
-            else:
-                window.set_labels(joined.seq, joined.labels)
+            window.label(labelled)
         self.labels_total += np.bincount(joined.labels, minlength=self.k)
-        self.log_loss_sum_total += float(rows[:, BLOCK_LOGLOSS].sum())
+        self.log_loss_sum_total += float(labelled.rows[:, BLOCK_LOGLOSS].sum())
 
-    def snapshot(self, now: float) -> ModelSnapshot:
-        self.advance(now)
+    def snapshot(self) -> ModelSnapshot:
+        """Every exported value as the clock stands (see `advance`); changes nothing."""
         cfg, lay = self.config, self.layout
         totals = np.array([w.total() for w in self.windows]).reshape(len(self.windows), -1)
         ref = self.reference.total()
@@ -224,36 +221,16 @@ class ModelState:
             last_event_ts=self.last_event_ts,
         )
 
-    def reference_rest(self, window: TimeWindow | CountWindow, total: Array) -> Array | None:
+    def reference_rest(self, window: Recent, total: Array) -> Array | None:
         """The reference's sums over what is *not* in this window, as plain counts (a
         decayed reference counts as its effective sample size (sum w)^2 / (sum w^2), the
         per-prediction and the labelled columns each by their own); None when the window
         covers the reference. Tests of the window against the reference use this, not the
         reference itself: a reference that holds the window's own events would make the
         window look like it and hide drift, and make the p-values wrong."""
-        reference, lay = self.reference, self.layout
-        if isinstance(reference, Decay):
-            if reference.anchor is None:
-                return None
-            overlap, squares = window.weighted_total(reference.weights)
-            rest = np.maximum(reference.total() - overlap, 0.0)
-            squares = np.maximum(reference.squares - squares, 0.0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                scale = np.nan_to_num(rest[[PRED, LABELLED]] / squares, posinf=0.0)
-            scaled = rest * scale[1]
-            scaled[lay.per_prediction] = rest[lay.per_prediction] * scale[0]
-            return scaled
-        if isinstance(reference, TimeWindow):
-            if isinstance(window, CountWindow):
-                clock = self.clock
-                total, _ = window.weighted_total(
-                    lambda ts: (~reference.outside(ts, clock)).astype(np.float64))
-            elif window.start() < reference.start():
-                return None  # the reference lies inside the window: nothing is outside it
-        # Every event of a window inside the reference is also in the reference.
-        return np.maximum(reference.total() - total, 0.0)
+        return self.reference.rest(window, total)
 
-    def _pvalues(self, window: TimeWindow | CountWindow, total: Array) -> tuple[float, ...]:
+    def _pvalues(self, window: Recent, total: Array) -> tuple[float, ...]:
         """label shift, prediction shift, log-loss shift and calibration p-values of one
         window (NaN where undefined); gates are applied by the caller."""
         cfg, lay = self.config, self.layout
@@ -323,7 +300,7 @@ class ModelState:
             prefix = f"window.{spec.name}."
             if any(key.startswith(prefix) for key in state):
                 window.restore(part(prefix))
-            elif isinstance(window, CountWindow):
+            else:  # new in the config: it starts empty, after what the model has seen
                 window.start_at(self.predictions_total)
 
 
@@ -493,6 +470,7 @@ class Aggregator:
         self.decoders = _decoders(config)
         self.duplicates = {s.name: 0 for s in config.labels}
         self.recording = False  # join stores record their inputs for the journal
+        self.advanced_to = -math.inf  # the latest `advance(now)`: when a snapshot is taken
         # Replay: the event time of the last line read per model (see `_within_skew`).
         self.last_read: dict[str, float] = {}
         # A label without a model waits in the store of every model it could label.
@@ -674,20 +652,32 @@ class Aggregator:
         counters.lines["late"] += late
         counters.lines["ok"] += n - len(rejects) - late - blank
 
-    def snapshot(self, now: float) -> Snapshot:
+    def advance(self, now: float) -> Aggregator:
+        """Move every model's clock to `now` (see ModelState.advance) and drop what has
+        waited for a join past its ttl: the step before `snapshot`, so that idle windows
+        move with the wall clock. Returns self."""
+        for model in self.models:
+            model.advance(now)
+            store = self.stores.get(model.name)
+            if store is not None:
+                store.expire(model.clock)
+        self.advanced_to = now
+        return self
+
+    def snapshot(self) -> Snapshot:
+        """Every exported value as the clocks stand (see `advance`); changes nothing."""
         return Snapshot(
-            models=tuple(m.snapshot(now) for m in self.models),
+            models=tuple(m.snapshot() for m in self.models),
             sources=tuple(c.snapshot(name) for name, c in self.counters.items()),
             joins=tuple(self._join_snapshot(m) for m in self.models),
             duplicates=dict(self.duplicates),
-            taken_at=now,
+            taken_at=self.advanced_to,
         )
 
     def _join_snapshot(self, model: ModelState) -> JoinSnapshot:
         store = self.stores.get(model.name)
         if store is None:
             return JoinSnapshot(model.name, 0, 0, 0)
-        store.expire(model.clock)
         return JoinSnapshot(model.name, store.pending, store.joins, store.expired)
 
     def state(self, stores: bool = True) -> tuple[dict, dict[str, Array]]:

@@ -1,7 +1,8 @@
 """The reference scope: which labels make A, and which predictions make B_ref.
 
-Each kind keeps one sum row (see window.py) with the same interface as a time window
-(`advance`, `add`, `total`, `state`, `restore`), so aggregation treats them alike:
+Each kind keeps one sum row (see window.py) and is a `Window`, fed as the windows are,
+and says what of it lies outside a window (`Reference.rest`), so aggregation treats
+them alike:
 - cumulative (and static, whose A is the fixed prior): every event since the first start;
 - `{window: D}`: a TimeWindow over label event times;
 - `{decay: H}`: each event weighted 2^-((T - t)/H), T the window clock.
@@ -9,23 +10,55 @@ Each kind keeps one sum row (see window.py) with the same interface as a time wi
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import numpy.typing as npt
 
 from monitor.core.settings import ReferenceSpec
-from monitor.core.window import LABELLED, PRED, TimeWindow, row_width
+from monitor.core.window import (
+    LABELLED,
+    PRED,
+    Added,
+    Labelled,
+    Layout,
+    Recent,
+    TimeWindow,
+    Window,
+)
 
 Array = npt.NDArray[np.float64]
 
 
+class Reference(Window, Protocol):
+    def rest(self, window: Recent, total: Array) -> Array | None:
+        """The reference's sums over what is *not* in `window` (whose sums are `total`),
+        as plain counts; None when the window covers the reference."""
+
+
 class Cumulative:
     def __init__(self, k: int) -> None:
-        self.sums = np.zeros(row_width(k))
+        self.layout = Layout(k)
+        self.sums = np.zeros(self.layout.width)
 
     def advance(self, now: float) -> None:
         """Nothing leaves a cumulative reference."""
 
-    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+    def add(self, batch: Added) -> None:
+        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
+        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
+
+    def label(self, joined: Labelled) -> None:
+        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
+
+    def start_at(self, seq: int) -> None:
+        """A reference does not number its predictions."""
+
+    def rest(self, window: Recent, total: Array) -> Array | None:
+        """Every event of a window is also in the reference: subtract it."""
+        return np.maximum(self.total() - total, 0.0)
+
+    def add_rows(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
         if columns is None:
             self.sums += rows.sum(axis=0)
         else:
@@ -48,7 +81,8 @@ class Decay:
 
     def __init__(self, half_life_s: float, k: int) -> None:
         self.half_life_s = half_life_s
-        self.sums = np.zeros(row_width(k))
+        self.layout = Layout(k)
+        self.sums = np.zeros(self.layout.width)
         self.squares = np.zeros(2)
         self.anchor: float | None = None
 
@@ -66,7 +100,32 @@ class Decay:
             self.squares *= factor * factor
             self.anchor = now
 
-    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+    def add(self, batch: Added) -> None:
+        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
+        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
+
+    def label(self, joined: Labelled) -> None:
+        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
+
+    def start_at(self, seq: int) -> None:
+        """A reference does not number its predictions."""
+
+    def rest(self, window: Recent, total: Array) -> Array | None:
+        """The decayed sums less the window's own, weighted alike; each block (the
+        per-prediction and the labelled columns) counts as its effective sample size
+        (sum w)^2 / (sum w^2)."""
+        if self.anchor is None:
+            return None
+        overlap, squares = window.weighted_total(self.weights)
+        rest = np.maximum(self.total() - overlap, 0.0)
+        squares = np.maximum(self.squares - squares, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.nan_to_num(rest[[PRED, LABELLED]] / squares, posinf=0.0)
+        scaled = rest * scale[1]
+        scaled[self.layout.per_prediction] = rest[self.layout.per_prediction] * scale[0]
+        return scaled
+
+    def add_rows(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
         if self.anchor is None or len(ts) == 0:
             return
         weights = self.weights(ts)
@@ -90,9 +149,6 @@ class Decay:
         self.squares[:] = state["squares"]
         anchor = float(state["anchor"][0])
         self.anchor = None if np.isnan(anchor) else anchor
-
-
-Reference = Cumulative | Decay | TimeWindow
 
 
 def make_reference(spec: ReferenceSpec, k: int) -> Reference:

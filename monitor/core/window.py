@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +20,7 @@ import numpy.typing as npt
 from monitor.core import schema
 
 Array = npt.NDArray[np.float64]
+Covers = Callable[[Array], npt.NDArray[np.bool_]]
 
 PRED, LABELLED, LOGLOSS, PROBS = 0, 1, 2, 3
 BUCKETS = 60  # a time window's start is rounded to duration / BUCKETS
@@ -155,13 +158,92 @@ def bucket_sums(buckets: npt.NDArray[np.int64], rows: Array) -> tuple[npt.NDArra
     return buckets[starts], np.add.reduceat(rows, starts, axis=0)
 
 
+@dataclass(frozen=True, slots=True)
+class Added:
+    """New predictions in arrival order, as every window takes them: their rows are
+    built once per batch, not once per window (see `prediction_rows`, `label_rows`)."""
+
+    ts: Array
+    probs: Array
+    labels: npt.NDArray[np.int64]  # -1: not labelled (yet)
+    predicted: Array  # prediction_rows(probs)
+    labelled_ts: Array  # ts of the labelled ones
+    labelled: Array  # their label_rows
+
+    @classmethod
+    def of(cls, ts: Array, probs: Array, labels: npt.NDArray[np.int64], epsilon: float) -> Added:
+        known = np.flatnonzero(labels >= 0)
+        return cls(ts, probs, labels, prediction_rows(probs), ts[known],
+                   label_rows(probs[known], labels[known], epsilon))
+
+
+@dataclass(frozen=True, slots=True)
+class Labelled:
+    """Labels joined to earlier predictions: the prediction's time and sequence number,
+    the label, and what it adds (`label_rows`)."""
+
+    ts: Array
+    seq: npt.NDArray[np.int64]
+    labels: npt.NDArray[np.int64]
+    rows: Array
+
+    @classmethod
+    def of(cls, ts: Array, seq: npt.NDArray[np.int64], probs: Array,
+           labels: npt.NDArray[np.int64], epsilon: float) -> Labelled:
+        return cls(ts, seq, labels, label_rows(probs, labels, epsilon))
+
+
+class Window(Protocol):
+    """Sum rows over some scope of a model's predictions: every window kind, and every
+    reference kind (reference.py), is fed and read through this alone."""
+
+    def advance(self, now: float) -> None:
+        """Move the clock to `now` (never backwards): what leaves the scope leaves."""
+
+    def add(self, batch: Added) -> None:
+        """Take new predictions (those already out of scope are left out)."""
+
+    def label(self, joined: Labelled) -> None:
+        """Take labels joined to earlier predictions still in scope."""
+
+    def start_at(self, seq: int) -> None:
+        """Number the next prediction `seq` (a window started after the first ones)."""
+
+    def total(self) -> Array:
+        """The sum row over the scope, recomputed (never a running sum)."""
+
+    def state(self) -> dict[str, Array]:
+        """Arrays `restore` takes back exactly."""
+
+    def restore(self, state: dict[str, Array]) -> None: ...
+
+
+class Recent(Window, Protocol):
+    """A window the metrics are computed over (time or count): also says which events
+    are late to it and what of it another scope holds."""
+
+    duration_s: float  # the event-time span it holds at most (inf: a count window)
+
+    def outside(self, ts: Array, now: Array | float) -> npt.NDArray[np.bool_]:
+        """Which events at `ts` are before the start when the clock reads `now`."""
+
+    def weighted_total(self, weights: Callable[[Array], Array]) -> tuple[Array, Array]:
+        """The sum row with each event weighted by `weights` of its time, and the sums of
+        squared weights over predictions and over labelled ones."""
+
+    def within(self, total: Array, start: float, covers: Covers) -> Array | None:
+        """Of this window's sums (`total`), those over events a time reference holds
+        (starting at `start`; `covers(ts)` says which); None when that cannot be told."""
+
+
 class TimeWindow:
     """Events with ts in (T - D, T], T the window clock, start rounded up to a bucket."""
 
     def __init__(self, duration_s: float, k: int, buckets: int = BUCKETS) -> None:
         self.duration_s = duration_s
         self.bucket_s = duration_s / buckets
-        self.sums = np.zeros((buckets, row_width(k)))
+        self.layout = Layout(k)
+        self.sums = np.zeros((buckets, self.layout.width))
         self.head: int | None = None  # absolute number of the newest bucket
 
     def bucket(self, ts: Array | float) -> npt.NDArray[np.int64]:
@@ -171,6 +253,13 @@ class TimeWindow:
         """Which events are before the window's start when the clock reads `now`
         (bucket arithmetic, exactly what `add` leaves out)."""
         return self.bucket(ts) <= self.bucket(now) - len(self.sums)
+
+    def covers(self, ts: Array) -> npt.NDArray[np.bool_]:
+        """Which events at `ts` are in the window as its clock reads (none before the
+        first clock): `~outside(ts, T)`."""
+        if self.head is None:
+            return np.zeros(len(ts), dtype=bool)
+        return self.bucket(ts) > self.head - len(self.sums)
 
     def start(self) -> float:
         """Event time where the oldest bucket begins (-inf before the first clock)."""
@@ -190,7 +279,17 @@ class TimeWindow:
             self.sums[np.arange(self.head + 1, head + 1) % n] = 0.0
         self.head = head
 
-    def add(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+    def add(self, batch: Added) -> None:
+        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
+        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
+
+    def label(self, joined: Labelled) -> None:
+        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
+
+    def start_at(self, seq: int) -> None:
+        """A time window does not number its predictions."""
+
+    def add_rows(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
         """Add rows at event times `ts` (only into `columns`, when given); those already
         out of the window are left out."""
         if self.head is None or len(ts) == 0:
@@ -227,6 +326,19 @@ class TimeWindow:
         end = weights((numbers + 1.0) * self.bucket_s)
         return end @ rows, (start * start) @ rows[:, [PRED, LABELLED]]
 
+    def within(self, total: Array, start: float, covers: Covers) -> Array | None:
+        """All of it when it starts no earlier than the reference (a bucket cannot be
+        split by event time, so otherwise None)."""
+        return None if self.start() < start else total
+
+    def rest(self, window: Recent, total: Array) -> Array | None:
+        """As a reference (see reference.Reference.rest): what the window holds of it is
+        subtracted; None when the window cannot tell."""
+        inside = window.within(total, self.start(), self.covers)
+        if inside is None:
+            return None  # the reference lies inside the window: nothing is outside it
+        return np.maximum(self.total() - inside, 0.0)
+
     def state(self) -> dict[str, Array]:
         return {"sums": self.sums, "head": np.array([-1 if self.head is None else self.head])}
 
@@ -246,6 +358,7 @@ class CountWindow:
 
     def __init__(self, count: int, k: int, epsilon: float = 1e-12) -> None:
         self.count = count
+        self.duration_s = math.inf
         self.k = k
         self.epsilon = epsilon
         self.ts = np.zeros(count)
@@ -259,7 +372,20 @@ class CountWindow:
         predictions, so that labels joined later land on the right rows."""
         self.seen = self.first = seq
 
-    def add(self, ts: Array, probs: Array, labels: npt.NDArray[np.int64]) -> None:
+    def advance(self, now: float) -> None:
+        """A count window holds its last `count` predictions whatever the clock reads."""
+
+    def outside(self, ts: Array, now: Array | float) -> npt.NDArray[np.bool_]:
+        """No prediction is late to a count window."""
+        return np.zeros(len(ts), dtype=bool)
+
+    def add(self, batch: Added) -> None:
+        self.add_predictions(batch.ts, batch.probs, batch.labels)
+
+    def label(self, joined: Labelled) -> None:
+        self.set_labels(joined.seq, joined.labels)
+
+    def add_predictions(self, ts: Array, probs: Array, labels: npt.NDArray[np.int64]) -> None:
         n = len(probs)
         if n > self.count:
             skip = n - self.count
@@ -297,6 +423,11 @@ class CountWindow:
         w2 = w * w
         return (row_total(self.probs[held], labels, self.epsilon, w),
                 np.array([w2.sum(), w2[labels >= 0].sum()]))
+
+    def within(self, total: Array, start: float, covers: Covers) -> Array | None:
+        """Each row knows its event time: those the reference covers, exactly."""
+        inside, _ = self.weighted_total(lambda ts: covers(ts).astype(np.float64))
+        return inside
 
     def state(self) -> dict[str, Array]:
         return {"ts": self.ts, "probs": self.probs, "labels": self.labels,

@@ -569,7 +569,7 @@ class Daemon:
 
     def _publish(self) -> None:
         assert self.reader is not None
-        self.snapshot = self.aggregator.snapshot(self.clock())
+        self.snapshot = self.aggregator.advance(self.clock()).snapshot()
         self.source_files = self.reader.files_followed()
 
     def _listening(self, config: Config) -> Config:

@@ -76,7 +76,7 @@ def replay_to_end(config: Config, arrival: float, progress: Progress | None = No
         reader.warn_unmatched()
     finally:
         reader.close()
-    return aggregator.snapshot(-math.inf)
+    return aggregator.advance(-math.inf).snapshot()
 
 
 @dataclass(slots=True)
@@ -179,7 +179,7 @@ def replay_steps(config: Config, step_s: float, arrival: float,
                 newest = max(newest, line.key)
                 while line.key > next_step:
                     batch.flush(shown, arrival)
-                    yield next_step, aggregator.snapshot(next_step)
+                    yield next_step, aggregator.advance(next_step).snapshot()
                     shown, next_step = next_step, next_step + step_s
             batch.add(line, shown, arrival)
         batch.flush(shown, arrival)
@@ -187,7 +187,7 @@ def replay_steps(config: Config, step_s: float, arrival: float,
         if next_step is not None:
             last = first_step(newest, step_s)
             while next_step <= last:
-                yield next_step, aggregator.snapshot(next_step)
+                yield next_step, aggregator.advance(next_step).snapshot()
                 next_step += step_s
     finally:
         reader.close()

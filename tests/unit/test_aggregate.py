@@ -114,7 +114,7 @@ def test_snapshot_equals_an_independent_numpy_computation(batches_, min_samples,
         seen += events_
         wall += 30.0
     now = max(clock, wall) + idle
-    snapshot = model.snapshot(now)
+    snapshot = model.advance(now).snapshot()
 
     label_counts = np.bincount([label for _, _, label in seen if label >= 0], minlength=K)
     if static:
@@ -155,7 +155,7 @@ def test_snapshot_equals_an_independent_numpy_computation(batches_, min_samples,
 def test_min_samples_gates_prediction_values_on_predictions_and_label_values_on_labels():
     model = ModelState("m", model_config(windows=(time_window(300.0),), min_samples=3))
     model.ingest(predictions([10.0, 11.0], [[0.2, 0.3, 0.5]] * 2, [0, 2]), now=11.0)
-    below = model.snapshot(11.0)
+    below = model.advance(11.0).snapshot()
     assert below.window_predictions[0] == 2 and below.window_labels[0] == 2
     prediction_values = ("kl_divergence", "cross_entropy", "js_divergence",
                          "prediction_kl_divergence")
@@ -165,14 +165,14 @@ def test_min_samples_gates_prediction_values_on_predictions_and_label_values_on_
         assert math.isnan(getattr(below, name)[0]), name
     assert below.reference_entropy == approx(math.log(2))  # the reference is not a window
     model.ingest(predictions([12.0], [[0.2, 0.3, 0.5]], [-1]), now=12.0)
-    three_predictions = model.snapshot(12.0)
+    three_predictions = model.advance(12.0).snapshot()
     assert three_predictions.window_predictions[0] == 3
     for name in prediction_values:
         assert math.isfinite(getattr(three_predictions, name)[0]), name
     for name in label_values:  # still 2 labels: v0.1 exported log loss here
         assert math.isnan(getattr(three_predictions, name)[0]), name
     model.ingest(predictions([13.0], [[0.2, 0.3, 0.5]], [1]), now=13.0)
-    three_labels = model.snapshot(13.0)
+    three_labels = model.advance(13.0).snapshot()
     for name in prediction_values + label_values:
         assert math.isfinite(getattr(three_labels, name)[0]), name
 
@@ -182,7 +182,7 @@ def test_before_any_label_the_label_divergences_are_not_exported():
     S(A) are undefined (NaN, not exported), never 0; prediction KL needs no labels."""
     model = ModelState("m", model_config(windows=(time_window(300.0),), min_samples=1))
     model.ingest(predictions([1.0, 2.0], [[0.2, 0.3, 0.5], [0.5, 0.3, 0.2]], [-1, -1]), now=2.0)
-    snapshot = model.snapshot(2.0)
+    snapshot = model.advance(2.0).snapshot()
     assert snapshot.window_predictions[0] == 2
     assert snapshot.reference_labels == 0
     for value in (snapshot.kl_divergence[0], snapshot.cross_entropy[0], snapshot.js_divergence[0],
@@ -195,7 +195,7 @@ def test_worked_example_through_the_model_state():
     model = ModelState("m", model_config(classes=("legit", "fraud"), windows=(time_window(300.0),)))
     labels = [0] + [1] * 9
     model.ingest(predictions([float(i) for i in range(10)], [[0.2, 0.8]] * 10, labels), now=10.0)
-    snapshot = model.snapshot(10.0)
+    snapshot = model.advance(10.0).snapshot()
     assert snapshot.kl_divergence[0] == approx(0.036690014, abs=5e-10)
     assert snapshot.cross_entropy[0] == approx(snapshot.kl_divergence[0] + snapshot.reference_entropy,
                                                abs=1e-9)
@@ -205,7 +205,7 @@ def test_static_prior_is_a_whatever_the_labels():
     config = model_config(windows=(time_window(300.0),), reference=ReferenceSpec("static", prior=PRIOR))
     model = ModelState("m", config)
     model.ingest(predictions([1.0, 2.0], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [0, 0]), now=2.0)
-    snapshot = model.snapshot(2.0)
+    snapshot = model.advance(2.0).snapshot()
     b = np.maximum([0.5, 0.5, 0.0], EPS)
     b /= b.sum()
     assert snapshot.reference_entropy == approx(scipy.stats.entropy(PRIOR))
@@ -246,10 +246,10 @@ def test_aggregator_counts_unknown_and_too_many_models_by_reason():
         line(model="two", probs=[0.5, 0.5], ts=1.0),
         line(model="one", probs=[0.5, 0.5], ts=2.0),
     ], now=2.0)
-    source = aggregator.snapshot(2.0).sources[0]
+    source = aggregator.advance(2.0).snapshot().sources[0]
     assert source.rejected["too_many_models"] == 1
     assert source.lines == {"ok": 2, "rejected": 1, "late": 0}
-    assert [m.name for m in aggregator.snapshot(2.0).models] == ["one"]
+    assert [m.name for m in aggregator.advance(2.0).snapshot().models] == ["one"]
 
 
 def test_admission_is_the_aggregators_and_refuses_beyond_max_models_with_its_reason():
@@ -273,7 +273,7 @@ def test_admission_is_the_aggregators_and_refuses_beyond_max_models_with_its_rea
         line(model="four", id="y", label=1), line(model="two", id="x", label=1)], now=2.0)
     assert [(r.index, r.reason, r.detail) for r in rejects] == [
         (0, Reason.TOO_MANY_MODELS, "model 'four'")]
-    snapshot = aggregator.snapshot(2.0)
+    snapshot = aggregator.advance(2.0).snapshot()
     assert [m.name for m in snapshot.models] == ["two", "one"]
     assert snapshot.sources[0].rejected["too_many_models"] == 2
     assert snapshot.sources[1].rejected["too_many_models"] == 1
@@ -298,7 +298,7 @@ def test_a_rejected_line_does_not_admit_its_model():
         line(model="garbage", probs=[0.9, 0.9], ts=1.0),  # bad_sum
         line(model="real", probs=[0.5, 0.5], ts=1.0),
     ], now=1.0)
-    snapshot = aggregator.snapshot(1.0)
+    snapshot = aggregator.advance(1.0).snapshot()
     assert snapshot.sources[0].rejected["bad_sum"] == 1
     assert [m.name for m in snapshot.models] == ["real"]
 
@@ -345,7 +345,7 @@ def test_state_restore_through_a_checkpoint_gives_an_identical_snapshot_and_futu
     meta, arrays = original.state()
     restored = Aggregator(cfg)
     assert restored.restore(*checkpoint.decode(checkpoint.encode(meta, arrays))) == []
-    assert_same_snapshot(restored.snapshot(1200.0), original.snapshot(1200.0))
+    assert_same_snapshot(restored.advance(1200.0).snapshot(), original.advance(1200.0).snapshot())
     for aggregator in (original, restored):
         ingest_predictions(aggregator, cfg.sources[0], [
             line(model="fraud", probs=[0.3, 0.7], ts=1210.0, id="late-join"),
@@ -354,13 +354,13 @@ def test_state_restore_through_a_checkpoint_gives_an_identical_snapshot_and_futu
         ingest_labels(aggregator, cfg.labels[0], [line(id="late-join", label="fraud", model="fraud"),
                                                   line(id="fraud-5-6", label=0, model="fraud")],
                       now=1212.0)
-    assert_same_snapshot(restored.snapshot(1300.0), original.snapshot(1300.0))
+    assert_same_snapshot(restored.advance(1300.0).snapshot(), original.advance(1300.0).snapshot())
 
 
 def test_reconfigure_keeps_models_with_unchanged_classes_and_drops_changed_ones():
     cfg = build_config(LABELLED_CONFIG)
     aggregator = busy_aggregator(cfg)
-    before = {m.name: m for m in aggregator.snapshot(1200.0).models}
+    before = {m.name: m for m in aggregator.advance(1200.0).snapshot().models}
     changed = dict(LABELLED_CONFIG, models={
         **LABELLED_CONFIG["models"],
         "spam": {"classes": ["ham", "spam"], "windows": ["10m"]},  # classes changed
@@ -368,7 +368,7 @@ def test_reconfigure_keeps_models_with_unchanged_classes_and_drops_changed_ones(
     })
     fresh, dropped = aggregator.reconfigure(build_config(changed))
     assert dropped == ["spam"]
-    after = {m.name: m for m in fresh.snapshot(1200.0).models}
+    after = {m.name: m for m in fresh.advance(1200.0).snapshot().models}
     assert after["spam"].predictions_total == 0
     assert after["fraud"].predictions_total == before["fraud"].predictions_total
     assert list(after["fraud"].labels_total) == list(before["fraud"].labels_total)
@@ -376,19 +376,19 @@ def test_reconfigure_keeps_models_with_unchanged_classes_and_drops_changed_ones(
     assert after["fraud"].window_predictions[0] == before["fraud"].window_predictions[0]  # 1m kept
     assert after["fraud"].window_predictions[1] == 0  # 1h is new: starts empty
     assert after["extra"].predictions_total == before["extra"].predictions_total  # admitted again
-    assert fresh.snapshot(1200.0).sources == aggregator.snapshot(1200.0).sources
+    assert fresh.advance(1200.0).snapshot().sources == aggregator.advance(1200.0).snapshot().sources
 
 
 def test_reconfigure_with_a_new_reference_keeps_counters_and_restarts_the_reference():
     cfg = build_config(LABELLED_CONFIG)
     aggregator = busy_aggregator(cfg)
-    before = {m.name: m for m in aggregator.snapshot(1200.0).models}
+    before = {m.name: m for m in aggregator.advance(1200.0).snapshot().models}
     changed = dict(LABELLED_CONFIG, models={
         **LABELLED_CONFIG["models"],
         "fraud": {**LABELLED_CONFIG["models"]["fraud"], "reference": {"window": "1h"}}})
     fresh, dropped = aggregator.reconfigure(build_config(changed))
     assert dropped == []
-    fraud = next(m for m in fresh.snapshot(1200.0).models if m.name == "fraud")
+    fraud = next(m for m in fresh.advance(1200.0).snapshot().models if m.name == "fraud")
     assert fraud.predictions_total == before["fraud"].predictions_total
     assert fraud.reference_labels == 0
 
@@ -404,7 +404,7 @@ def test_a_timestamp_from_year_10000_on_is_a_bad_timestamp(ts, now, ok):
     aggregator = Aggregator(cfg)
     ingest_predictions(aggregator, cfg.sources[0], [line(model="fraud", probs=[0.5, 0.5], ts=ts)],
                        now=now)
-    snapshot = aggregator.snapshot(now)
+    snapshot = aggregator.advance(now).snapshot()
     source = snapshot.sources[0]
     if ok:
         assert source.lines["ok"] == 1
@@ -424,11 +424,11 @@ def test_every_line_is_counted_once_as_ok_rejected_or_late(lines):
     cfg = config({"fraud": {"classes": ["a", "b"], "windows": ["5m", "1h"]}})
     aggregator = Aggregator(cfg)
     ingest_predictions(aggregator, cfg.sources[0], lines, now=1000.0)
-    counted = aggregator.snapshot(1000.0).sources[0]
+    counted = aggregator.advance(1000.0).snapshot().sources[0]
     assert sum(counted.lines.values()) == sum(1 for x in lines if x.strip())
     assert counted.lines["rejected"] == sum(counted.rejected.values())
     assert counted.lines["late"] == lines.count(line(model="fraud", probs=[0.5, 0.5], ts=10.0))
-    fraud = aggregator.snapshot(1000.0).models[0]
+    fraud = aggregator.advance(1000.0).snapshot().models[0]
     assert fraud.predictions_total == counted.lines["ok"] + counted.lines["late"]
 
 
@@ -456,7 +456,7 @@ def test_a_count_window_added_by_a_reload_puts_later_joins_on_the_right_rows():
     agg.ingest_predictions(source, data, n, 101.0, 101.0)
     data, n = lines([b'{"id": "r0", "label": "a"}'])
     agg.ingest_labels(labels, data, n, 102.0, 102.0)
-    snap = agg.snapshot(102.0).models[0]
+    snap = agg.advance(102.0).snapshot().models[0]
     count = snap.windows.index("count:10")
     assert snap.window_labels[count] == 1
     assert snap.log_loss[count] == pytest.approx(-np.log(0.9))
@@ -471,7 +471,7 @@ def test_accuracy_takes_the_lowest_index_on_ties_and_ece_bins_confidences_on_the
     model = ModelState("m", model_config(windows=(time_window(300.0), count_window(10)),
                                          min_samples=6))
     model.ingest(predictions([float(i) for i in range(6)], probs, labels), now=6.0)
-    snapshot = model.snapshot(6.0)
+    snapshot = model.advance(6.0).snapshot()
     for i in range(2):
         assert snapshot.accuracy[i] == approx(3 / 6, abs=1e-12)  # [.5, .5] predicts class 0
         assert snapshot.expected_calibration_error[i] == approx((0.4 + 0.3 + 0.6) / 6, abs=1e-12)
@@ -498,7 +498,7 @@ def test_joined_labels_count_in_the_label_metrics_and_the_log_loss_counter_with_
     joined = {i: int(rng.integers(3)) for i in range(10, 40, 2)}
     ingest_labels(aggregator, cfg.labels[0], [line(id=f"r{i}", label=y) for i, y in joined.items()],
                   now=150.0)
-    snapshot = aggregator.snapshot(150.0).models[0]
+    snapshot = aggregator.advance(150.0).snapshot().models[0]
     pairs = [(probs[i], i % 3) for i in range(10)] + [(probs[i], y) for i, y in joined.items()]
     losses = [-math.log(max(p[y], EPS)) for p, y in pairs]
     assert snapshot.log_loss_sum_total == approx(sum(losses), rel=1e-12)
@@ -588,10 +588,10 @@ def test_static_label_shift_through_the_model_is_scipys_g_test_and_gated_on_labe
                              list(rng.choice(3, size=200))), now=-1000.0)
     model.ingest(predictions(list(np.linspace(0, 10, 60)), probs, [-1] * 20 + list(labels[20:])),
                  now=10.0)
-    assert math.isnan(model.snapshot(10.0).label_shift_pvalue[0])  # 40 labels < 50
-    assert math.isfinite(model.snapshot(10.0).prediction_shift_pvalue[0])
+    assert math.isnan(model.advance(10.0).snapshot().label_shift_pvalue[0])  # 40 labels < 50
+    assert math.isfinite(model.advance(10.0).snapshot().prediction_shift_pvalue[0])
     model.ingest(predictions([10.0] * 20, probs[:20], list(labels[:20])), now=10.0)
-    snapshot = model.snapshot(10.0)
+    snapshot = model.advance(10.0).snapshot()
     observed = np.bincount(labels, minlength=3)
     want = scipy.stats.power_divergence(observed, 60 * np.array(prior), lambda_="log-likelihood")
     assert snapshot.label_shift_pvalue[0] == approx(want.pvalue, rel=1e-9)
@@ -604,7 +604,7 @@ def test_a_window_equal_to_its_reference_has_no_shift_pvalues_but_a_calibration_
     model = ModelState("m", model_config(windows=(time_window(600.0),), min_samples=1,
                                          reference=ReferenceSpec("window", duration_s=600.0)))
     model.ingest(predictions([1.0, 2.0, 3.0], [[0.2, 0.3, 0.5]] * 3, [0, 1, 2]), now=3.0)
-    snapshot = model.snapshot(3.0)
+    snapshot = model.advance(3.0).snapshot()
     for name in ("label_shift_pvalue", "prediction_shift_pvalue", "log_loss_shift_pvalue"):
         assert math.isnan(getattr(snapshot, name)[0]), name
     assert 0.0 <= snapshot.calibration_pvalue[0] <= 1.0

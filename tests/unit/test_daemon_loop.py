@@ -170,7 +170,7 @@ def test_each_step_polls_when_due_and_publishes_only_what_a_checkpoint_made_dura
     h.clock.advance(POLL_S / 2)
     assert d.step() == 0.0  # read something: look again at once
     assert d.reader.files_followed() == {"preds": 1}
-    assert d.aggregator.snapshot(h.clock.wall()).models[0].predictions_total == 3
+    assert d.aggregator.advance(h.clock.wall()).snapshot().models[0].predictions_total == 3
     assert h.published() == 0  # read, but not durable yet
     assert d.step() == POLL_S  # nothing more: wait for the next poll
     h.clock.advance(CHECKPOINT_S - 2 * POLL_S)
@@ -263,6 +263,6 @@ def test_a_sweep_that_read_something_is_followed_by_another_without_waiting(tmp_
     counts = []
     while not counts or counts[-1] < n:
         assert d.step() == 0.0  # with the clock standing still: never waits for the interval
-        counts.append(d.aggregator.snapshot(h.clock.wall()).models[0].predictions_total)
+        counts.append(d.aggregator.advance(h.clock.wall()).snapshot().models[0].predictions_total)
     assert len(counts) > 2 and counts == sorted(set(counts))  # one read at a time, each new
     assert d.step() == POLL_S  # a sweep found nothing: back to the interval

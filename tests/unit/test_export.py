@@ -25,7 +25,7 @@ def snapshot() -> Snapshot:
         line(probs=[0.3, 0.7], ts=NOW - 1),
         b"not json",
     ], now=NOW)
-    return aggregator.snapshot(NOW)
+    return aggregator.advance(NOW).snapshot()
 
 
 def by_sample(text: str, parse=parse_text) -> dict[tuple[str, frozenset], float]:

@@ -43,7 +43,7 @@ def run(cfg, predictions: list[bytes], labels: list[bytes] = (), columns: Column
     if labels:
         rejects += agg.ingest_labels(cfg.labels[0], b"".join(x + b"\n" for x in labels), len(labels),
                                      T0 + 1000, T0 + 1000, columns)
-    return agg.snapshot(T0 + 1000), rejects
+    return agg.advance(T0 + 1000).snapshot(), rejects
 
 
 def native(rows, labels=None):
@@ -209,8 +209,8 @@ def test_digit_labels_take_the_fast_path_and_the_plain_path_alike():
     a, b = Aggregator(cfg), Aggregator(cfg)
     assert ingest_predictions(a, cfg.sources[0], fast, T0) == []
     assert ingest_predictions(b, cfg.sources[0], plain, T0) == []
-    assert_same_snapshot(a.snapshot(T0), b.snapshot(T0))
-    assert list(a.snapshot(T0).models[0].labels_total) == [0, 0, 1]
+    assert_same_snapshot(a.advance(T0).snapshot(), b.advance(T0).snapshot())
+    assert list(a.advance(T0).snapshot().models[0].labels_total) == [0, 0, 1]
 
 
 def test_timezone_applies_to_offsetless_jsonl_timestamps():
@@ -218,7 +218,7 @@ def test_timezone_applies_to_offsetless_jsonl_timestamps():
     agg = Aggregator(cfg)
     ingest_predictions(agg, cfg.sources[0], [line(ts="2026-09-21T09:00:00", probs=[1, 0, 0])], T0)
     expected = datetime.fromisoformat("2026-09-21T00:00:00+00:00").timestamp()
-    assert agg.snapshot(T0).models[0].last_event_ts == expected
+    assert agg.advance(T0).snapshot().models[0].last_event_ts == expected
 
 
 def test_an_unknown_timezone_is_a_config_error_naming_its_key():

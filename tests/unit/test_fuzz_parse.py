@@ -278,6 +278,6 @@ def test_hostile_blocks_through_the_aggregator_are_counted_once_each_and_never_r
     for name, counters in aggregator.counters.items():
         blank = expected[name] - sum(counters.lines.values())
         assert blank >= 0 and sum(counters.rejected.values()) == counters.lines["rejected"]
-    for model in aggregator.snapshot(NOW).models:
+    for model in aggregator.advance(NOW).snapshot().models:
         assert np.isfinite(model.probability_total).all()
         assert model.labels_total.sum() <= model.predictions_total

@@ -239,7 +239,7 @@ def test_labels_joined_through_the_aggregator_land_at_the_predictions_time(strea
             label_lines[i] = label_lines.get(i, 0) + 1
     labelled = [(t, p, first_label[i]) for t, i, p in predicted if i in first_label]
     clock = max(e[0] for e in events)
-    snapshot = aggregator.snapshot(clock)
+    snapshot = aggregator.advance(clock).snapshot()
     fraud = snapshot.models[0]
     assert list(fraud.labels_total) == list(np.bincount([v for _, _, v in labelled], minlength=K))
     assert fraud.reference_labels == len(labelled)
@@ -275,7 +275,7 @@ def test_a_label_line_for_a_model_its_source_does_not_feed_is_not_a_crash():
     aggregator = Aggregator(cfg)
     ingest_labels(aggregator, cfg.labels[0], [line(id="x", label=0, model="spam"),
                                               line(id="y", label=1)], now=100.0)
-    counted = aggregator.snapshot(100.0).sources[1].lines
+    counted = aggregator.advance(100.0).snapshot().sources[1].lines
     assert counted["ok"] + counted["rejected"] == 2
 
 

@@ -101,9 +101,9 @@ def restored(snapshot: bytes, journal: bytes) -> tuple[Aggregator, checkpoint.Sa
                                  saved.arrays)
     aggregator.replay_joins(saved.joins, dropped)
     _tail_state(saved.meta.get("tail"))
-    aggregator.snapshot(2000.0)
+    aggregator.advance(2000.0).snapshot()
     feed(aggregator, 50)
-    aggregator.snapshot(2100.0)
+    aggregator.advance(2100.0).snapshot()
     return aggregator, saved
 
 
@@ -114,7 +114,7 @@ def same_state(a: Aggregator, b: Aggregator) -> None:
     assert arrays_a.keys() == arrays_b.keys()
     for name in arrays_a:
         np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
-    assert_same_snapshot(a.snapshot(1500.0), b.snapshot(1500.0))
+    assert_same_snapshot(a.advance(1500.0).snapshot(), b.advance(1500.0).snapshot())
 
 
 @pytest.mark.parametrize("records", [0, 1, 4])
@@ -387,13 +387,13 @@ def test_a_v01_checkpoint_keeps_its_counters_and_join_store_and_starts_its_sums_
     columns, empty, never half-rebuilt; log_loss_sum_total, new, at 0."""
     aggregator, saved = restored_v01()
     assert saved.upgraded == ["fraud: reference, window.5m, window.count:100"]
-    model = aggregator.snapshot(1_700_000_400.0).models[0]
+    model = aggregator.advance(1_700_000_400.0).snapshot().models[0]
     assert model.predictions_total == 300
     assert model.labels_total.tolist() == [110, 100]
     assert model.log_loss_sum_total == 0.0
     assert model.window_predictions.tolist() == [0.0, 0.0]
     assert model.reference_labels == 0.0
     assert np.isnan(model.prediction_shift_pvalue).all()
-    join = aggregator.snapshot(1_700_000_400.0).joins[0]
+    join = aggregator.advance(1_700_000_400.0).snapshot().joins[0]
     assert (join.pending, join.joins) == (90, 180)
 

@@ -156,6 +156,6 @@ def test_spooled_rows_count_as_the_same_jsonl_lines_and_bad_rows_are_rejected_al
     ingest_predictions(b, b.config.sources[0], [
         line(ts="2026-09-21T14:15:00Z", id="7f2c-1#0", probs=[0.1, 0.9]),
         line(ts="2026-09-21T14:15:00Z", id="7f2c-1#3", prediction="fraud")], T0 + 100)
-    for x, y in zip(a.snapshot(T0 + 100).models, b.snapshot(T0 + 100).models):
+    for x, y in zip(a.advance(T0 + 100).snapshot().models, b.advance(T0 + 100).snapshot().models):
         assert_same_snapshot(x, y)
-    assert a.snapshot(T0 + 100).sources[0].rejected["not_json"] == 1
+    assert a.advance(T0 + 100).snapshot().sources[0].rejected["not_json"] == 1

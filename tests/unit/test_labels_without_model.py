@@ -31,11 +31,11 @@ def prediction(model: str, request_id: str, ts: float = T) -> bytes:
 
 def joins(aggregator: Aggregator, now: float = T) -> dict[str, tuple[int, int, int]]:
     """model -> (joins, pending, expired)."""
-    return {j.model: (j.joins, j.pending, j.expired) for j in aggregator.snapshot(now).joins}
+    return {j.model: (j.joins, j.pending, j.expired) for j in aggregator.advance(now).snapshot().joins}
 
 
 def labels_total(aggregator: Aggregator, now: float = T) -> dict[str, list[int]]:
-    return {m.name: m.labels_total.tolist() for m in aggregator.snapshot(now).models}
+    return {m.name: m.labels_total.tolist() for m in aggregator.advance(now).snapshot().models}
 
 
 def rejected(aggregator: Aggregator) -> dict[str, int]:

@@ -45,7 +45,7 @@ def feed(reference, events_: list, clock: float) -> float:
         clock = max(clock, event[0])
         reference.advance(clock)
         ts, rows = rows_of([event])
-        reference.add(ts, rows)
+        reference.add_rows(ts, rows)
     return clock
 
 
@@ -63,18 +63,18 @@ def test_decay_weighs_each_event_two_to_the_minus_age_over_half_life(events_, ex
 def test_decay_label_one_half_life_old_weighs_one_half():
     model = ModelState("m", model_config(reference=ReferenceSpec("decay", half_life_s=3600.0)))
     model.ingest(predictions([1000.0, 4600.0], [[1, 0, 0], [0, 1, 0]], [0, 1]), now=0.0)
-    snapshot = model.snapshot(4600.0)
+    snapshot = model.advance(4600.0).snapshot()
     assert snapshot.reference_labels == approx(1.5)
     # A is the weighted label distribution: class 0 weighs 0.5, class 1 weighs 1.
     assert snapshot.reference_entropy == approx(-(1 / 3) * math.log(1 / 3) - (2 / 3) * math.log(2 / 3))
-    assert model.snapshot(4600.0 + 7200.0).reference_labels == approx(1.5 / 4)
+    assert model.advance(4600.0 + 7200.0).snapshot().reference_labels == approx(1.5 / 4)
 
 
 def test_decay_label_older_than_the_clock_gets_its_age_weight_at_once():
     decay = Decay(60.0, K)
     decay.advance(100.0)
     ts, rows = rows_of([(40.0, np.array([1.0, 0.0, 0.0]), 0)])
-    decay.add(ts, rows)
+    decay.add_rows(ts, rows)
     assert decay.total()[LABELLED] == approx(0.5)
 
 

@@ -103,7 +103,7 @@ def test_an_idle_models_time_windows_empty_out_with_the_wall_clock_and_count_win
     assert [w.total()[0] for w in model.windows] == [2, 2, 2]
     model.advance(1000.0 + LONG + LONG / 60)
     assert [w.total()[0] for w in model.windows] == [0, 0, 2]
-    snapshot = model.snapshot(1000.0 + LONG + LONG / 60)
+    snapshot = model.advance(1000.0 + LONG + LONG / 60).snapshot()
     assert list(snapshot.window_predictions) == [0, 0, 2]
 
 
@@ -165,7 +165,7 @@ def test_count_window_holds_exactly_the_last_n_predictions(count, batches):
         if batch:
             probs = np.array([p for p, _ in batch])
             labels = np.array([label for _, label in batch], dtype=np.int64)
-            window.add(np.zeros(len(labels)), probs, labels)
+            window.add_predictions(np.zeros(len(labels)), probs, labels)
         oracle.extend((0.0, p, label) for p, label in batch)
         Totals.of(K, list(oracle)).assert_matches(window.total())
 
@@ -176,7 +176,7 @@ def test_count_window_holds_exactly_the_last_n_predictions(count, batches):
 def test_count_window_set_labels_ignores_evicted_sequence_numbers(count, n, updates, data):
     window = CountWindow(count, K)
     probs = np.array([data.draw(distributions(K)) for _ in range(n)]).reshape(n, K)
-    window.add(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
+    window.add_predictions(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
     labels = [-1] * n
     for seq, label in updates:
         if seq >= n:
@@ -199,7 +199,7 @@ def test_a_count_window_started_late_holds_only_what_it_was_given(count, first, 
     window = CountWindow(count, K)
     window.start_at(first)
     probs = np.array([data.draw(distributions(K)) for _ in range(n)]).reshape(n, K)
-    window.add(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
+    window.add_predictions(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
     labels = [-1] * n
     for seq, label in updates:
         window.set_labels(np.array([seq]), np.array([label]))
@@ -216,7 +216,7 @@ def test_a_batch_longer_than_the_count_window_keeps_its_tail():
     window = CountWindow(3, 2)
     probs = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 3)
     labels = np.array([0, 0, 0, 0, 1, -1, 1], dtype=np.int64)
-    window.add(np.zeros(len(labels)), probs, labels)
+    window.add_predictions(np.zeros(len(labels)), probs, labels)
     total = window.total()
     Totals.of(2, [(0.0, p, int(label)) for p, label in zip(probs[-3:], labels[-3:])]).assert_matches(
         total, abs_=1e-9)
@@ -236,7 +236,7 @@ def test_time_window_state_restore_continues_identically(events_, extra):
         probs = np.array([e[1] for e in batch])
         labels = np.array([e[2] for e in batch], dtype=np.int64)
         window.advance(clock)
-        window.add(ts, sum_rows(probs, labels, 1e-12))
+        window.add_rows(ts, sum_rows(probs, labels, 1e-12))
 
     clock = max(e[0] for e in events_)
     feed(a, first, clock)
