@@ -1,7 +1,8 @@
 """One contract for every `Window` kind (time, count, and the reference kinds): after
 every step its total equals a recompute from the raw events it should hold (numpy, no
 rings), a batch added whole equals it added one row at a time, and state -> restore
-gives it back exactly. As river tests every statistic with one generic test."""
+gives it back exactly, and labels joined later land as if the line had carried them. As
+river tests every statistic with one generic test."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from monitor.core.aggregate import ModelState
 from monitor.core.reference import Cumulative, Decay
 from monitor.core.settings import ReferenceSpec
-from monitor.core.window import Added, CountWindow, TimeWindow, Window, row_total
+from monitor.core.window import Added, CountWindow, Labelled, TimeWindow, Window, row_total
 
 from .strategies import count_window, distributions, model_config, predictions, time_window
 
@@ -90,6 +91,45 @@ def test_every_window_kind_holds_exactly_its_events(kind: str, steps: list) -> N
     restored = make()
     restored.restore({key: np.array(v, copy=True) for key, v in whole.state().items()})
     np.testing.assert_array_equal(restored.total(), whole.total())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=60, deadline=None)
+@given(steps=steps, joins=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, K - 1)), max_size=8),
+       later=st.floats(0.0, 90.0))
+def test_a_label_joined_later_counts_as_if_the_line_had_carried_it(kind: str, steps: list, joins: list,
+                                                                   later: float) -> None:
+    make, weights = KINDS[kind]
+    window = make()
+    clock = 1000.0
+    ts_all: list[float] = []
+    probs_all: list[np.ndarray] = []
+    labels_all: list[int] = []
+    for dt, events in steps:
+        clock += dt
+        window.advance(clock)
+        if events:
+            ts = [clock - age for age, _, _ in events]
+            window.add(batch(ts, [p for _, p, _ in events], [y for _, _, y in events]))
+            ts_all += ts
+            probs_all += [p for _, p, _ in events]
+            labels_all += [y for _, _, y in events]
+    waiting = [i for i, y in enumerate(labels_all) if y < 0]
+    chosen = {waiting[pick % len(waiting)]: label for pick, label in joins} if waiting else {}
+    clock += later  # labels arrive later; what left the scope meanwhile takes none
+    window.advance(clock)
+    if chosen:
+        seq = np.asarray(sorted(chosen), dtype=np.int64)
+        labels = np.asarray([chosen[i] for i in seq], dtype=np.int64)
+        window.label(Labelled.of(np.asarray(ts_all)[seq], seq, np.asarray(probs_all)[seq].reshape(-1, K),
+                                 labels, EPS))
+    for i, label in chosen.items():
+        labels_all[i] = label
+    if not ts_all:
+        return
+    expected = row_total(np.asarray(probs_all), np.asarray(labels_all, dtype=np.int64), EPS,
+                         weights(np.asarray(ts_all), clock))
+    np.testing.assert_allclose(window.total(), expected, rtol=1e-9, atol=1e-9)
 
 
 @settings(max_examples=30, deadline=None)
