@@ -680,11 +680,11 @@ class Aggregator:
             return JoinSnapshot(model.name, 0, 0, 0)
         return JoinSnapshot(model.name, store.pending, store.joins, store.expired)
 
-    def state(self, stores: bool = True) -> tuple[dict, dict[str, Array]]:
+    def state(self, stores: bool = True) -> tuple[dict[str, Any], dict[str, Array]]:
         """JSON-able metadata and named arrays that restore this aggregator exactly;
         without `stores`, the join stores are left out (the journal records their
         inputs instead, see `take_join_ops`)."""
-        meta: dict = {"models": [], "sources": {}, "duplicates": self.duplicates}
+        meta: dict[str, Any] = {"models": [], "sources": {}, "duplicates": self.duplicates}
         arrays: dict[str, Array] = {}
         for i, model in enumerate(self.models):
             meta["models"].append({"name": model.name, "classes": list(model.config.classes),
@@ -699,7 +699,7 @@ class Aggregator:
             arrays.update(join_arrays)
         return meta, arrays
 
-    def join_state(self) -> tuple[list[dict], dict[str, Array]]:
+    def join_state(self) -> tuple[list[dict[str, Any]], dict[str, Array]]:
         """The join stores' part of `state()`: their entries and arrays."""
         entries, arrays = [], {}
         for n, (name, store) in enumerate(self.stores.items()):
@@ -708,7 +708,7 @@ class Aggregator:
             arrays.update({f"j{n}.{key}": v for key, v in store_arrays.items()})
         return entries, arrays
 
-    def restore(self, meta: Mapping, arrays: Mapping[str, Array]) -> list[str]:
+    def restore(self, meta: Mapping[str, Any], arrays: Mapping[str, Array]) -> list[str]:
         """Load `state()` output; returns the names of models whose state was dropped
         because their classes changed (or no longer fit under max_models). Every part is
         checked first: what does not fit is a CheckpointError."""

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -139,12 +140,12 @@ def _seconds(value: object, zone: tzinfo) -> float | Reason | None:
         return Reason.BAD_TIMESTAMP
 
 
-def _put(row: dict, key: str, value: object) -> None:
+def _put(row: dict[str, Any], key: str, value: object) -> None:
     if value is not MISSING and value is not None:
         row[key] = value
 
 
-def _output(row: dict, obj: object, fields: Fields, prediction_column: str | None) -> None:
+def _output(row: dict[str, Any], obj: object, fields: Fields, prediction_column: str | None) -> None:
     """Probabilities (a list or {class: p}) or a hard prediction: by `fields`, else from
     the column the schema names (whichever of the two its value is)."""
     if fields.probabilities or fields.prediction:
@@ -155,13 +156,13 @@ def _output(row: dict, obj: object, fields: Fields, prediction_column: str | Non
     _put(row, "probs" if isinstance(value, list | dict) else "prediction", value)
 
 
-def _bentoml(obj: dict, fields: Fields, zone: tzinfo, columns: Columns,
-             labels: bool) -> dict | Reason:
+def _bentoml(obj: dict[str, Any], fields: Fields, zone: tzinfo, columns: Columns,
+             labels: bool) -> dict[str, Any] | Reason:
     """A BentoML monitoring data line: the columns as logged, `timestamp`, `request_id`."""
     ts = _seconds(lookup(obj, fields.timestamp), zone)
     if isinstance(ts, Reason):
         return ts
-    row: dict = {}
+    row: dict[str, Any] = {}
     _put(row, "ts", ts)
     _put(row, "model", lookup(obj, fields.model))
     _put(row, "id", lookup(obj, fields.id))
@@ -210,7 +211,8 @@ def _payload(part: object) -> object:
     return Reason.MISSING_FIELD
 
 
-def _sagemaker_predictions(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | Reason:
+def _sagemaker_predictions(obj: dict[str, Any], fields: Fields, zone: tzinfo,
+                           columns: Columns) -> dict[str, Any] | Reason:
     """A Data Capture record: the output decoded; time and id from `eventMetadata`."""
     output = _payload(lookup(obj, ("captureData", "endpointOutput")))
     if isinstance(output, Reason):
@@ -220,7 +222,7 @@ def _sagemaker_predictions(obj: dict, fields: Fields, zone: tzinfo, columns: Col
     ts = _seconds(meta.get("inferenceTime", MISSING), zone)
     if isinstance(ts, Reason):
         return ts
-    row: dict = {}
+    row: dict[str, Any] = {}
     _put(row, "ts", ts)
     _put(row, "id", meta.get("inferenceId") or meta.get("eventId"))
     if isinstance(output, list) and len(output) == 1 and isinstance(output[0], list):
@@ -236,13 +238,14 @@ def _sagemaker_predictions(obj: dict, fields: Fields, zone: tzinfo, columns: Col
     return row
 
 
-def _sagemaker_labels(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | Reason:
+def _sagemaker_labels(obj: dict[str, Any], fields: Fields, zone: tzinfo,
+                      columns: Columns) -> dict[str, Any] | Reason:
     """A Model Monitor ground-truth record, joined on `eventMetadata.eventId`."""
     truth = _payload(obj.get("groundTruthData"))
     if isinstance(truth, Reason):
         return truth
     meta = obj.get("eventMetadata")
-    row: dict = {}
+    row: dict[str, Any] = {}
     _put(row, "id", meta.get("eventId") if isinstance(meta, dict) else MISSING)
     if isinstance(truth, list):
         _put(row, "label", truth[0] if len(truth) == 1 else MISSING)
@@ -256,7 +259,8 @@ def _sagemaker_labels(obj: dict, fields: Fields, zone: tzinfo, columns: Columns)
     return row
 
 
-def _spool(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | Reason | None:
+def _spool(obj: dict[str, Any], fields: Fields, zone: tzinfo,
+           columns: Columns) -> dict[str, Any] | Reason | None:
     """An http source's spool line: a canonical row, the reason its event was refused, or
     (None) a segment's header."""
     reason = obj.get(REJECTED)
@@ -268,7 +272,7 @@ def _spool(obj: dict, fields: Fields, zone: tzinfo, columns: Columns) -> dict | 
         return Reason.NOT_OBJECT
 
 
-Record = Callable[[dict, Fields, tzinfo, Columns], "dict | Reason | None"]
+Record = Callable[[dict[str, Any], Fields, tzinfo, Columns], "dict[str, Any] | Reason | None"]
 _RECORDS: dict[tuple[str, bool], Record] = {
     ("bentoml", False): partial(_bentoml, labels=False),
     ("bentoml", True): partial(_bentoml, labels=True),

@@ -24,6 +24,7 @@ import json
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -220,11 +221,11 @@ class JoinStore:
 
     # -- checkpoint --------------------------------------------------------------------
 
-    def state(self) -> tuple[dict, dict[str, npt.NDArray]]:
+    def state(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
         slots = np.fromiter(self.waiting.values(), dtype=np.int64, count=len(self.waiting))
         early = np.fromiter(self.early.values(), dtype=np.int64, count=len(self.early))
         meta = {"joins": self.joins, "expired": self.expired, "duplicates": self.duplicates}
-        arrays: dict[str, npt.NDArray] = {
+        arrays: dict[str, npt.NDArray[Any]] = {
             "waiting_ids": _pack(list(self.waiting)),
             "waiting_ts": self.ts[slots],
             "waiting_seq": self.seq[slots],
@@ -236,7 +237,7 @@ class JoinStore:
         }
         return meta, arrays
 
-    def restore(self, meta: Mapping, arrays: Mapping[str, npt.NDArray]) -> None:
+    def restore(self, meta: Mapping[str, Any], arrays: Mapping[str, npt.NDArray[Any]]) -> None:
         """Load what `state()` wrote, checking every part (CheckpointError when wrong)."""
         meta = schema.mapping(meta, "join")
         self.joins, self.expired, self.duplicates = (
@@ -298,7 +299,7 @@ class JoinStore:
         self.ops = recording
 
 
-def _grown(free: list[int], cap: int, *columns: npt.NDArray) -> list[npt.NDArray]:
+def _grown(free: list[int], cap: int, *columns: npt.NDArray[Any]) -> list[npt.NDArray[Any]]:
     """`columns` (rows of one store) grown, twice as long up to `cap` rows (and at least
     one more), the new rows put on the `free` list."""
     n = len(columns[0])
@@ -325,10 +326,10 @@ def _record(ops: list[Op], op: Op) -> None:
         ops.append(op)
 
 
-def encode_ops(ops: list[Op]) -> tuple[list[str], dict[str, npt.NDArray]]:
+def encode_ops(ops: list[Op]) -> tuple[list[str], dict[str, npt.NDArray[Any]]]:
     """Ops as their kinds (in order) and named arrays `<i>.<field>`."""
     kinds: list[str] = []
-    arrays: dict[str, npt.NDArray] = {}
+    arrays: dict[str, npt.NDArray[Any]] = {}
     for i, op in enumerate(ops):
         if isinstance(op, PredictionsOp):
             kinds.append("predictions")
@@ -345,7 +346,7 @@ def encode_ops(ops: list[Op]) -> tuple[list[str], dict[str, npt.NDArray]]:
     return kinds, arrays
 
 
-def decode_ops(kinds: object, arrays: Mapping[str, npt.NDArray]) -> list[Op]:
+def decode_ops(kinds: object, arrays: Mapping[str, npt.NDArray[Any]]) -> list[Op]:
     """What `encode_ops` wrote, every part checked (CheckpointError when wrong; the
     class count and label range are checked by `replay`, which knows the store)."""
     ops: list[Op] = []
@@ -375,7 +376,7 @@ def _pack(ids: list[str]) -> npt.NDArray[np.uint8]:
     return np.frombuffer(json.dumps(ids).encode("utf-8"), dtype=np.uint8)
 
 
-def _unpack(arrays: Mapping[str, npt.NDArray], name: str) -> list[str]:
+def _unpack(arrays: Mapping[str, npt.NDArray[Any]], name: str) -> list[str]:
     data = arrays.get(name)
     if data is None or data.dtype != np.uint8 or data.ndim != 1:
         raise CheckpointError(f"array {name}: missing or not bytes")

@@ -20,6 +20,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.core.formats import REJECTED
 from monitor.core.parse import Reason
@@ -101,7 +102,7 @@ def _v2(outputs: object, name: str | None) -> list[object] | Reason:
     return [flat[i * k:(i + 1) * k] for i in range(n)]
 
 
-def _flatten(data: list) -> list[object]:
+def _flatten(data: list[Any]) -> list[object]:
     out: list[object] = []
     stack = [iter(data)]
     while stack:

@@ -246,7 +246,7 @@ def _integer(digits: str) -> int | float:
     return float(digits)
 
 
-def decode(line: bytes) -> dict | Reason:
+def decode(line: bytes) -> dict[str, Any] | Reason:
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -266,7 +266,7 @@ def _reject_or_skip(parsed: Parsed, index: int, reason: Reason, line: bytes) -> 
         parsed.rejects.append(Reject(index, reason))
 
 
-def _request_id(obj: dict, fields: Fields, max_id_bytes: int) -> str | Reason | None:
+def _request_id(obj: dict[str, Any], fields: Fields, max_id_bytes: int) -> str | Reason | None:
     value = lookup(obj, fields.id)
     return None if value is MISSING else request_id(value, max_id_bytes)
 
@@ -293,7 +293,7 @@ def may_be_too_long(chars: int, max_id_bytes: int) -> bool:
     return chars > max_id_bytes // 4
 
 
-def _model_name(obj: dict, fields: Fields, default: str | None) -> str | Reason:
+def _model_name(obj: dict[str, Any], fields: Fields, default: str | None) -> str | Reason:
     value = lookup(obj, fields.model)
     if value is MISSING or value is None:
         return default if default is not None else Reason.MISSING_FIELD
@@ -312,7 +312,7 @@ def valid_name(value: object) -> bool:
     return True
 
 
-def _vector(obj: dict, fields: Fields, classes: Sequence[str]) -> list[float] | Reason:
+def _vector(obj: dict[str, Any], fields: Fields, classes: Sequence[str]) -> list[float] | Reason:
     """The probability vector in class order (still unchecked for range and sum)."""
     probs = lookup(obj, fields.probabilities)
     if isinstance(probs, list):
@@ -486,7 +486,7 @@ def _fast(records: list[Any], decoder: BlockDecoder, default_model: str | None, 
 
 
 def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...],
-             rules: _Rules) -> tuple[npt.NDArray[np.bool_], Any, Any, list, Any]:
+             rules: _Rules) -> tuple[npt.NDArray[np.bool_], Any, Any, list[Any], Any]:
     """Which records have the common shape, and their columns (for those only)."""
     k = len(classes)
     n = len(records)
@@ -515,7 +515,7 @@ def _regular(records: list[Any], decoder: BlockDecoder, classes: tuple[str, ...]
     unknown = np.isnan(labels)
     ok &= unknown | is_class(labels, k)
     labels = np.where(unknown | ~ok, -1, labels).astype(np.int64)
-    ids: list = [None] * n
+    ids: list[Any] = [None] * n
     if "id" in get:
         ids = list(map(get["id"], records))
         kinds = set(map(type, ids))
@@ -535,7 +535,7 @@ def _plain(lines: list[bytes], which: Sequence[int], fields: Fields, default_mod
            known: Known, rules: _Rules, rows: dict[str, _Rows],
            classes_of: dict[str, tuple[str, ...]], parsed: Parsed) -> None:
     """The plain path: `json.loads` and a check of every field, one line at a time."""
-    gathered: dict[str, tuple[list, list, list, list, list]] = {}
+    gathered: dict[str, tuple[list[Any], list[Any], list[Any], list[Any], list[Any]]] = {}
     for i in which:
         line = lines[i]
         obj = decode(line)

@@ -48,7 +48,7 @@ def counts(value: object, where: str) -> dict[str, int]:
     return {key: count(n, f"{where}.{key}") for key, n in mapping(value, where).items()}
 
 
-def array(arrays: Mapping[str, npt.NDArray], name: str, like: npt.NDArray) -> npt.NDArray:
+def array(arrays: Mapping[str, npt.NDArray[Any]], name: str, like: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """The array `name`, which must have exactly the dtype and shape of `like`."""
     if name not in arrays:
         raise CheckpointError(f"array {name}: missing")
@@ -59,13 +59,13 @@ def array(arrays: Mapping[str, npt.NDArray], name: str, like: npt.NDArray) -> np
     return got
 
 
-def rows(arrays: Mapping[str, npt.NDArray], name: str, dtype: type, width: tuple[int, ...],
-         n: int) -> npt.NDArray:
+def rows(arrays: Mapping[str, npt.NDArray[Any]], name: str, dtype: type, width: tuple[int, ...],
+         n: int) -> npt.NDArray[Any]:
     """The array `name` of `n` rows of shape `width` and the given dtype."""
     return array(arrays, name, np.empty((n, *width), dtype=dtype))
 
 
-def within(values: npt.NDArray, low: int, high: int, where: str) -> None:
+def within(values: npt.NDArray[Any], low: int, high: int, where: str) -> None:
     """Every value in [low, high)."""
     if values.size and (values.min() < low or values.max() >= high):
         raise CheckpointError(f"{where}: values outside [{low}, {high})")
