@@ -19,8 +19,7 @@ from monitor.core.settings import ReferenceSpec
 from monitor.core.window import (
     LABELLED,
     PRED,
-    Added,
-    Labelled,
+    ByTime,
     Layout,
     Recent,
     TimeWindow,
@@ -36,23 +35,13 @@ class Reference(Window, Protocol):
         as plain counts; None when the window covers the reference."""
 
 
-class Cumulative:
+class Cumulative(ByTime):
     def __init__(self, k: int) -> None:
         self.layout = Layout(k)
         self.sums = np.zeros(self.layout.width)
 
     def advance(self, now: float) -> None:
         """Nothing leaves a cumulative reference."""
-
-    def add(self, batch: Added) -> None:
-        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
-        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
-
-    def label(self, joined: Labelled) -> None:
-        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
-
-    def start_at(self, seq: int) -> None:
-        """A reference does not number its predictions."""
 
     def rest(self, window: Recent, total: Array) -> Array | None:
         """Every event of a window is also in the reference: subtract it."""
@@ -74,7 +63,7 @@ class Cumulative:
         self.sums[:] = state["sums"]
 
 
-class Decay:
+class Decay(ByTime):
     """Exponentially weighted sums, held as their value at the clock `anchor`, and the
     sums of squared weights over predictions and over labelled ones, for the effective
     sample size (sum w)^2 / (sum w^2)."""
@@ -99,16 +88,6 @@ class Decay:
             self.sums *= factor
             self.squares *= factor * factor
             self.anchor = now
-
-    def add(self, batch: Added) -> None:
-        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
-        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
-
-    def label(self, joined: Labelled) -> None:
-        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
-
-    def start_at(self, seq: int) -> None:
-        """A reference does not number its predictions."""
 
     def rest(self, window: Recent, total: Array) -> Array | None:
         """The decayed sums less the window's own, weighted alike; each block (the

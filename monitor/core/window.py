@@ -10,6 +10,7 @@ so floating-point error cannot creep in over months of adds and subtracts.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -236,7 +237,28 @@ class Recent(Window, Protocol):
         (starting at `start`; `covers(ts)` says which); None when that cannot be told."""
 
 
-class TimeWindow:
+class ByTime(ABC):
+    """A window (or reference) that keeps rows by event time: new predictions and labels
+    joined later are both `add_rows` into their columns, and nothing is numbered."""
+
+    layout: Layout
+
+    @abstractmethod
+    def add_rows(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
+        """Add rows at event times `ts` (only into `columns`, when given)."""
+
+    def add(self, batch: Added) -> None:
+        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
+        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
+
+    def label(self, joined: Labelled) -> None:
+        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
+
+    def start_at(self, seq: int) -> None:  # noqa: B027  (empty on purpose, not abstract)
+        """Kept by time: predictions are not numbered."""
+
+
+class TimeWindow(ByTime):
     """Events with ts in (T - D, T], T the window clock, start rounded up to a bucket."""
 
     def __init__(self, duration_s: float, k: int, buckets: int = BUCKETS) -> None:
@@ -278,16 +300,6 @@ class TimeWindow:
         else:
             self.sums[np.arange(self.head + 1, head + 1) % n] = 0.0
         self.head = head
-
-    def add(self, batch: Added) -> None:
-        self.add_rows(batch.ts, batch.predicted, self.layout.per_prediction)
-        self.add_rows(batch.labelled_ts, batch.labelled, self.layout.labelled)
-
-    def label(self, joined: Labelled) -> None:
-        self.add_rows(joined.ts, joined.rows, self.layout.labelled)
-
-    def start_at(self, seq: int) -> None:
-        """A time window does not number its predictions."""
 
     def add_rows(self, ts: Array, rows: Array, columns: npt.NDArray[np.int64] | None = None) -> None:
         """Add rows at event times `ts` (only into `columns`, when given); those already
