@@ -378,7 +378,16 @@ class Tailer:
         """The content `f` held is leaving it (cut or closed): a held copy of it takes
         over at our offset; without one, remember where we were in that content."""
         rec = f.record
-        twin = next((t for t in self.files.values() if t.original == rec.key), None)
+        held = [t for t in self.files.values() if t.original == rec.key]
+        copies = [t for t in held if self._still_copy(rec, t)]
+        for t in held:
+            if t not in copies:
+                # Held while empty, filled since with something else (logrotate's
+                # .gz, created empty before gzip writes it): judged again by its head.
+                self.changes += 1
+                with contextlib.suppress(OSError):
+                    self._place(t, t.head())
+        twin = copies[0] if copies else None
         if twin is not None:
             self.changes += 1
             self.new_events[COPIED] += 1  # counted once it proves one (an empty new file
@@ -393,6 +402,17 @@ class Tailer:
                     other.to(Event.HOLD, self.monotonic(), twin.key)
         elif rec.fingerprint is not None:
             self._remember(rec.fingerprint, rec.offset)
+
+    @staticmethod
+    def _still_copy(rec: FileRecord, twin: Stream) -> bool:
+        """Whether a file held as a copy of `rec`'s content starts with what we read of
+        it. Asked when that content leaves `rec`'s file: by then the copy is complete."""
+        if rec.fingerprint is None:
+            return True  # nothing read yet: taking over at offset 0 reads it all
+        try:
+            return matches(rec.fingerprint, twin.head())
+        except OSError:
+            return False
 
     def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
         """Start following a file not followed yet, deciding where to begin."""

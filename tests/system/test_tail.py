@@ -458,3 +458,30 @@ def test_a_copy_seen_empty_is_not_read_again_once_filled(tmp_path: Path, cut_wit
     assert lines_of(tailer) == _numbered(100, 3).splitlines()  # and nothing else
     assert tailer.take_events() == {"copied": 1, "truncated": 1}
     tailer.close()
+
+
+def test_a_file_held_while_empty_that_became_a_compressed_rotation_takes_over_nothing(
+        tmp_path: Path):
+    # The CI failure of logrotate's copytruncate + compress + delaycompress: logrotate
+    # creates `p.log.1.gz` empty before gzip fills it, so a scan in that moment holds it
+    # as a copy of the live file (every file starts with an empty head). When the live
+    # file is cut, what it held must pass to its real copy, never to the .gz: released at
+    # the live file's offset, the .gz was taken as read to its end and never skipped, and
+    # the real copy was read again from its start.
+    live = tmp_path / "p.log"
+    live.write_bytes(_numbered(0, 50))
+    tailer = Tailer(str(tmp_path / "p.log*"), 1 << 20, monotonic=FakeClock())
+    assert len(lines_of(tailer)) == 50
+    late = tmp_path / "p.log.1.gz"
+    late.write_bytes(b"")
+    assert lines_of(tailer) == []
+    late.write_bytes(gzip.compress(_numbered(0, 50)))
+    shutil.copyfile(live, tmp_path / "p.log.2")  # copytruncate's copy, then the cut
+    os.truncate(live, 0)
+    assert lines_of(tailer) == []
+    assert lines_of(tailer) == []
+    live.write_bytes(_numbered(50, 3))
+    assert lines_of(tailer) == _numbered(50, 3).splitlines()
+    assert tailer.take_skips() == {"compressed": 1}
+    assert tailer.take_events() == {"copied": 1, "truncated": 1}
+    tailer.close()
