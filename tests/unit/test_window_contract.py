@@ -6,7 +6,7 @@ river tests every statistic with one generic test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -55,26 +55,30 @@ def batch(ts: list[float], probs: list[np.ndarray], labels: list[int]) -> Added:
                     np.asarray(labels, dtype=np.int64), EPS)
 
 
+def played(steps: list) -> Iterator[tuple[float, list[float], list[np.ndarray], list[int]]]:
+    """Each step's clock and its events' times, probabilities and labels. Events are up
+    to 90 s (past a window's start) before the clock, never after it (the model's clock
+    is their running max, so nothing reaches a window ahead of its clock)."""
+    clock = 1000.0
+    for dt, events in steps:
+        clock += dt
+        yield (clock, [clock - age for age, _, _ in events], [p for _, p, _ in events],
+               [y for _, _, y in events])
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=60, deadline=None)
 @given(steps=steps)
 def test_every_window_kind_holds_exactly_its_events(kind: str, steps: list) -> None:
     make, weights = KINDS[kind]
     whole, single = make(), make()
-    clock = 1000.0
     ts_all: list[float] = []
     probs_all: list[np.ndarray] = []
     labels_all: list[int] = []
-    for dt, events in steps:
-        clock += dt
+    for clock, ts, probs, labels in played(steps):
         for w in (whole, single):
             w.advance(clock)
-        # Events up to 90 s (past a window's start) before the clock, never after it (the model's clock is
-        # their running max, so nothing reaches a window ahead of its clock).
-        ts = [clock - age for age, _, _ in events]
-        probs = [p for _, p, _ in events]
-        labels = [y for _, _, y in events]
-        if events:
+        if ts:
             whole.add(batch(ts, probs, labels))
             for one in zip(ts, probs, labels):
                 single.add(batch([one[0]], [one[1]], [one[2]]))
@@ -105,15 +109,13 @@ def test_a_label_joined_later_counts_as_if_the_line_had_carried_it(kind: str, st
     ts_all: list[float] = []
     probs_all: list[np.ndarray] = []
     labels_all: list[int] = []
-    for dt, events in steps:
-        clock += dt
+    for clock, ts, probs, labels in played(steps):
         window.advance(clock)
-        if events:
-            ts = [clock - age for age, _, _ in events]
-            window.add(batch(ts, [p for _, p, _ in events], [y for _, _, y in events]))
-            ts_all += ts
-            probs_all += [p for _, p, _ in events]
-            labels_all += [y for _, _, y in events]
+        if ts:
+            window.add(batch(ts, probs, labels))
+        ts_all += ts
+        probs_all += probs
+        labels_all += labels
     waiting = [i for i, y in enumerate(labels_all) if y < 0]
     chosen = {waiting[pick % len(waiting)]: label for pick, label in joins} if waiting else {}
     clock += later  # labels arrive later; what left the scope meanwhile takes none
