@@ -80,9 +80,14 @@ def is_full(fp: str | None) -> TypeGuard[str]:
     return fp is not None and fp.startswith(f"{FINGERPRINT_BYTES}:")
 
 
+def span(fp: str) -> int:
+    """How many first bytes `fp` was taken of."""
+    return int(fp.split(":", 1)[0])
+
+
 def matches(fp: str, head: bytes) -> bool:
     """Whether a file starting with `head` starts with the bytes `fp` was taken of."""
-    n = int(fp.split(":", 1)[0])
+    n = span(fp)
     return len(head) >= n and fingerprint_of(head[:n]) == fp
 
 

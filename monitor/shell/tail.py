@@ -40,6 +40,7 @@ from monitor.shell.stream import (
     is_compressed,
     is_full,
     matches,
+    span,
 )
 
 log = logging.getLogger(__name__)
@@ -379,16 +380,10 @@ class Tailer:
         over at our offset; without one, remember where we were in that content."""
         rec = f.record
         held = [t for t in self.files.values() if t.original == rec.key]
-        copies = [t for t in held if self._still_copy(rec, t)]
-        for t in held:
-            if t not in copies:
-                # Held while empty, filled since with something else (logrotate's
-                # .gz, created empty before gzip writes it): judged again by its head.
-                self.changes += 1
-                with contextlib.suppress(OSError):
-                    self._place(t, t.head())
-        twin = copies[0] if copies else None
-        if twin is not None:
+        others = [t for t in held if not self._still_copy(rec, t)]
+        copies = [t for t in held if t not in others]
+        if copies:
+            twin = copies[0]
             self.changes += 1
             self.new_events[COPIED] += 1  # counted once it proves one (an empty new file
             twin.to(Event.RELEASE, self.monotonic())  # beside a renamed one looks like one)
@@ -397,22 +392,31 @@ class Tailer:
             twin.record.offset, twin.record.skipping = copy_resume(rec.offset, rec.skipping,
                                                                    twin.size)
             twin.record.line_no, twin.record.fingerprint = rec.line_no, rec.fingerprint
-            for other in self.files.values():  # further copies now copy the new holder
-                if other.original == rec.key:
-                    other.to(Event.HOLD, self.monotonic(), twin.key)
+            for other in copies[1:]:  # further copies now copy the new holder
+                other.to(Event.HOLD, self.monotonic(), twin.key)
         elif rec.fingerprint is not None:
             self._remember(rec.fingerprint, rec.offset)
+        for t in others:
+            # Held while empty, filled since with something else (logrotate's .gz is
+            # created empty before gzip writes it): judged again by what it holds now.
+            self.changes += 1
+            with contextlib.suppress(OSError):
+                self._place(t, t.head())
 
     @staticmethod
     def _still_copy(rec: FileRecord, twin: Stream) -> bool:
-        """Whether a file held as a copy of `rec`'s content starts with what we read of
-        it. Asked when that content leaves `rec`'s file: by then the copy is complete."""
-        if rec.fingerprint is None:
-            return True  # nothing read yet: taking over at offset 0 reads it all
+        """Whether a file held as a copy of `rec`'s content may still be one, asked as
+        that content leaves `rec`'s file (the copy is complete by then): it starts with
+        what we read, or is shorter than the bytes our fingerprint was taken of (a copy
+        taken before we read the original's last lines: as a copy, it adds nothing)."""
         try:
-            return matches(rec.fingerprint, twin.head())
+            head = twin.head()
         except OSError:
             return False
+        if is_compressed(head):
+            return False  # compressed is never a copy of the text we read
+        fp = rec.fingerprint
+        return fp is None or len(head) < span(fp) or matches(fp, head)
 
     def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
         """Start following a file not followed yet, deciding where to begin."""
@@ -491,7 +495,7 @@ class Tailer:
             if is_full(rec.fingerprint) and matches(rec.fingerprint, head):
                 self._remember(rec.fingerprint, rec.offset)
                 return rec.fingerprint
-        for n in sorted({int(fp.split(":", 1)[0]) for fp in self.history}, reverse=True):
+        for n in sorted({span(fp) for fp in self.history}, reverse=True):
             fp = fingerprint_of(head[:n]) if len(head) >= n else None
             if fp in self.history:
                 return fp

@@ -139,18 +139,21 @@ def _numbered(start: int, n: int) -> bytes:
     return b"".join(b'{"seq": %06d, "pad": "%s"}\n' % (i, b"x" * 50) for i in range(start, start + n))
 
 
-def test_a_copy_shorter_than_what_was_read_of_its_original_is_not_read_again(tmp_path: Path):
+@pytest.mark.parametrize("n", [1000, 2], ids=["long", "within-fingerprint"])
+def test_a_copy_shorter_than_what_was_read_of_its_original_is_not_read_again(tmp_path: Path,
+                                                                            n: int):
     # Issue 11's reproduction: cp, one more line read from the original, then the cut.
+    # Within the fingerprint's 256 bytes, the copy is shorter than what it was taken of.
     logs = tmp_path / "logs"
     logs.mkdir()
     live = logs / "preds.log"
-    live.write_bytes(_numbered(0, 1000))
+    live.write_bytes(_numbered(0, n))
     tailer = Tailer(str(logs / "preds.log*"), 1 << 20, monotonic=FakeClock())
-    assert len(lines_of(tailer)) == 1000
+    assert len(lines_of(tailer)) == n
     shutil.copyfile(live, logs / "preds.log.1")
     assert lines_of(tailer) == []  # the copy is held: its content was read already
     with open(live, "ab") as fh:
-        fh.write(_numbered(1000, 1))
+        fh.write(_numbered(n, 1))
     assert len(lines_of(tailer)) == 1
     os.truncate(live, 0)
     assert lines_of(tailer) == []
