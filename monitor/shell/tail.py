@@ -141,6 +141,18 @@ def copy_resume(offset: int, skipping: bool, copy_size: int) -> tuple[int, bool]
     return offset, skipping
 
 
+def still_copy(fingerprint: str | None, head: bytes) -> bool:
+    """Whether a file held as a copy of content we read (`fingerprint`), and starting
+    with `head`, may still be its copy, asked as that content leaves its file (the copy
+    is complete by then): it starts with what we read, or is shorter than the bytes the
+    fingerprint was taken of (a copy taken before we read the original's last lines; as
+    a copy, it adds nothing). Held while empty, it may have become anything since, say
+    the `.gz` logrotate creates empty before gzip fills it."""
+    if is_compressed(head):
+        return False  # never a copy of the text we read
+    return fingerprint is None or len(head) < span(fingerprint) or matches(fingerprint, head)
+
+
 class Tailer:
     """Follows one source's glob. Not thread-safe: the daemon's main thread owns it."""
 
@@ -405,18 +417,10 @@ class Tailer:
 
     @staticmethod
     def _still_copy(rec: FileRecord, twin: Stream) -> bool:
-        """Whether a file held as a copy of `rec`'s content may still be one, asked as
-        that content leaves `rec`'s file (the copy is complete by then): it starts with
-        what we read, or is shorter than the bytes our fingerprint was taken of (a copy
-        taken before we read the original's last lines: as a copy, it adds nothing)."""
         try:
-            head = twin.head()
+            return still_copy(rec.fingerprint, twin.head())
         except OSError:
             return False
-        if is_compressed(head):
-            return False  # compressed is never a copy of the text we read
-        fp = rec.fingerprint
-        return fp is None or len(head) < span(fp) or matches(fp, head)
 
     def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
         """Start following a file not followed yet, deciding where to begin."""

@@ -4,6 +4,8 @@ copy continues. (parse.split turns such a block back into lines.)"""
 
 from __future__ import annotations
 
+import gzip
+
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -17,9 +19,10 @@ from monitor.shell.stream import (
     Stream,
     complete_prefix,
     fingerprint_of,
+    is_compressed,
     strip_holes,
 )
-from monitor.shell.tail import claim, classify, copy_of, copy_resume
+from monitor.shell.tail import claim, classify, copy_of, copy_resume, still_copy
 
 from .strategies import FAST
 
@@ -114,6 +117,30 @@ def test_a_copy_of_what_was_consumed_is_recognised_after_the_original_was_cut(co
     other = bytes([consumed[0] ^ 1]) + consumed[1:]
     assume(not now.startswith(other[:FINGERPRINT_BYTES]))
     assert not copy_of(fp, now[:FINGERPRINT_BYTES], other)  # other content: a new file
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=FINGERPRINT_BYTES + 40), st.binary(max_size=100),
+       st.integers(0, FINGERPRINT_BYTES - 1))
+def test_at_the_cut_a_held_file_takes_over_only_if_it_may_be_a_copy_of_what_was_read(
+        consumed, more, flip):
+    assume(not is_compressed(consumed) and not is_compressed(more))  # text, as logs are
+    fp = fingerprint_of(consumed[:FINGERPRINT_BYTES])
+    assert still_copy(fp, consumed + more)  # the copy, or one with lines we had not read
+    assert still_copy(fp, consumed[:len(consumed) // 2])  # taken before our last read
+    assert still_copy(None, more)  # nothing read yet: all of it is new anyway
+    i = flip % len(consumed)
+    other = consumed[:i] + bytes([consumed[i] ^ 1]) + consumed[i + 1:]
+    assert not still_copy(fp, other + more)  # as long, and other bytes: not its copy
+    assert not still_copy(fp, gzip.compress(consumed))
+    assert not still_copy(None, gzip.compress(more))
+
+
+def test_a_compressed_rotation_shorter_than_the_text_it_was_made_of_takes_over_nothing():
+    text = b'{"seq": 1, "pad": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}\n' * 50
+    packed = gzip.compress(text)
+    assert len(packed) < FINGERPRINT_BYTES  # shorter: as a plain short copy, it would
+    assert not still_copy(fingerprint_of(text[:FINGERPRINT_BYTES]), packed)
 
 
 def _record(key: tuple[int, int], head: bytes | None, offset: int = 100) -> FileRecord:
