@@ -188,9 +188,6 @@ class Stream:
         """Its size now (raises OSError)."""
         return os.fstat(self.fd).st_size
 
-    def close(self) -> None:
-        os.close(self.fd)
-
     def rewritten(self) -> bool:
         """Cut and written past our offset again between two scans (copytruncate, then
         a burst): the size alone looks like growth, the first bytes tell."""

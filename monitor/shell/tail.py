@@ -232,7 +232,7 @@ class Tailer:
 
     def close(self) -> None:
         for f in self.files.values():
-            self._close(f)
+            self._close(f.fd)
         self.files.clear()
         if self in self.descriptors.tailers:
             self.descriptors.tailers.remove(self)
@@ -368,7 +368,7 @@ class Tailer:
         mtime = 0
         with contextlib.suppress(OSError):
             mtime = os.fstat(f.fd).st_mtime_ns
-        self._close(f)
+        self._close(f.fd)
         self._skip(f.record.path, f.key, COMPRESSED, mtime)
 
     def _check_truncation(self, f: Stream) -> None:
@@ -391,9 +391,9 @@ class Tailer:
         """The content `f` held is leaving it (cut or closed): a held copy of it takes
         over at our offset; without one, remember where we were in that content."""
         rec = f.record
-        held = [t for t in self.files.values() if t.original == rec.key]
-        others = [t for t in held if not self._still_copy(rec, t)]
-        copies = [t for t in held if t not in others]
+        held = [(t, head) for t in self.files.values() if t.original == rec.key
+                if (head := _head(t)) is not None]
+        copies = [t for t, head in held if still_copy(rec.fingerprint, head)]
         if copies:
             twin = copies[0]
             self.changes += 1
@@ -408,19 +408,12 @@ class Tailer:
                 other.to(Event.HOLD, self.monotonic(), twin.key)
         elif rec.fingerprint is not None:
             self._remember(rec.fingerprint, rec.offset)
-        for t in others:
-            # Held while empty, filled since with something else (logrotate's .gz is
-            # created empty before gzip writes it): judged again by what it holds now.
-            self.changes += 1
-            with contextlib.suppress(OSError):
-                self._place(t, t.head())
-
-    @staticmethod
-    def _still_copy(rec: FileRecord, twin: Stream) -> bool:
-        try:
-            return still_copy(rec.fingerprint, twin.head())
-        except OSError:
-            return False
+        for t, head in held:
+            if t not in copies:
+                # Held while empty, filled since with something else (logrotate's .gz is
+                # created empty before gzip writes it): judged again by what it holds now.
+                self.changes += 1
+                self._place(t, head)
 
     def _admit(self, path: str, fd: int, st: os.stat_result) -> None:
         """Start following a file not followed yet, deciding where to begin."""
@@ -429,8 +422,7 @@ class Tailer:
             head = os.pread(fd, FINGERPRINT_BYTES, 0)
         except OSError as exc:
             log.warning("cannot read path=%s error=%s", path, exc.strerror)
-            os.close(fd)
-            self.descriptors.release()
+            self._close(fd)
             return
         self.changes += 1
         record = FileRecord(key[0], key[1], None, path, 0, 0)
@@ -484,9 +476,8 @@ class Tailer:
         cut since; or be a new file after all (say a fresh empty log beside the one
         renamed away, since written to), read from 0."""
         original = self.files.get(original_key)
-        try:
-            head = f.head()
-        except OSError:
+        head = _head(f)
+        if head is None:
             return
         if original is None or not _copy_of(original, head):
             self.changes += 1
@@ -516,8 +507,7 @@ class Tailer:
             return
         fd, now = opened
         if (now.st_dev, now.st_ino) != key:  # replaced between stat and open
-            os.close(fd)
-            self.descriptors.release()
+            self._close(fd)
             return
         del self.dormant[key]
         self.files[key] = Stream(rec, fd, now.st_size, self.max_line_bytes)
@@ -538,7 +528,7 @@ class Tailer:
 
     def _doze(self, f: Stream) -> None:
         """Close a fully read file still on the glob; reopened when it changes."""
-        self._close(f)
+        self._close(f.fd)
         del self.files[f.key]
         self.dormant[f.key] = f.record
         self.changes += 1
@@ -596,7 +586,7 @@ class Tailer:
         """Close a rotated-away or deleted file for good."""
         self.new_events[ROTATED] += 1  # not on a scan that merely missed it mid-rename
         self._hand_over(f)
-        self._close(f)
+        self._close(f.fd)
         del self.files[f.key]
         self.changes += 1
 
@@ -624,8 +614,7 @@ class Tailer:
             return None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            self.descriptors.release()
+            self._close(fd)
             self._failed(path, "not a regular file")
             return None
         if self.failing.pop(path, None) is not None:
@@ -639,18 +628,22 @@ class Tailer:
         while len(self.failing) > HISTORY:
             del self.failing[next(iter(self.failing))]
 
-    def _close(self, f: Stream) -> None:
-        f.close()
+    def _close(self, fd: int) -> None:
+        os.close(fd)
         self.descriptors.release()
+
+
+def _head(f: Stream) -> bytes | None:
+    """Its first bytes now; None if they cannot be read (it then takes over nothing)."""
+    try:
+        return f.head()
+    except OSError:
+        return None
 
 
 def _copy_of(original: Stream, head: bytes) -> bool:
     """`copy_of` for an open original, read now."""
-    try:
-        original_head = original.head()
-    except OSError:
-        original_head = b""
-    return copy_of(original.record.fingerprint, original_head, head)
+    return copy_of(original.record.fingerprint, _head(original) or b"", head)
 
 
 def _spare_rank(f: Stream) -> tuple[int, float]:
