@@ -392,12 +392,7 @@ class CountWindow:
         return np.zeros(len(ts), dtype=bool)
 
     def add(self, batch: Added) -> None:
-        self.add_predictions(batch.ts, batch.probs, batch.labels)
-
-    def label(self, joined: Labelled) -> None:
-        self.set_labels(joined.seq, joined.labels)
-
-    def add_predictions(self, ts: Array, probs: Array, labels: npt.NDArray[np.int64]) -> None:
+        ts, probs, labels = batch.ts, batch.probs, batch.labels
         n = len(probs)
         if n > self.count:
             skip = n - self.count
@@ -410,10 +405,11 @@ class CountWindow:
         self.labels[pos] = labels
         self.seen += n
 
-    def set_labels(self, seq: npt.NDArray[np.int64], labels: npt.NDArray[np.int64]) -> None:
+    def label(self, joined: Labelled) -> None:
         """Label predictions by sequence number; those not in the window are ignored."""
+        seq = joined.seq
         inside = (seq >= max(self.seen - self.count, self.first)) & (seq < self.seen)
-        self.labels[seq[inside] % self.count] = labels[inside]
+        self.labels[seq[inside] % self.count] = joined.labels[inside]
 
     def _held(self) -> slice | npt.NDArray[np.int64]:
         """The ring rows that hold predictions: those of the last min(added, count)."""

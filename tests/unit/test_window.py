@@ -21,7 +21,7 @@ from pytest import approx
 
 from monitor.core.aggregate import ModelState
 from monitor.core.settings import ReferenceSpec
-from monitor.core.window import CountWindow, TimeWindow
+from monitor.core.window import Added, CountWindow, Labelled, TimeWindow
 
 from .strategies import (
     FAST,
@@ -155,6 +155,18 @@ def test_batch_ingestion_equals_one_line_at_a_time(reference, base, count, steps
     assert batched.probability_total == approx(single.probability_total)
 
 
+def predict(window: CountWindow, probs: np.ndarray, labels: np.ndarray) -> None:
+    """New predictions, all at time 0 (a count window keeps them whatever their time)."""
+    window.add(Added.of(np.zeros(len(labels)), probs.reshape(len(labels), window.k), labels,
+                        window.epsilon))
+
+
+def join(window: CountWindow, seq: int, label: int) -> None:
+    """A label joined later to prediction number `seq`."""
+    window.label(Labelled.of(np.zeros(1), np.array([seq]), np.full((1, window.k), 1 / window.k),
+                             np.array([label]), window.epsilon))
+
+
 @FAST
 @given(st.integers(1, 8), st.lists(st.lists(
     st.tuples(distributions(K), st.integers(-1, K - 1)), max_size=25), max_size=8))
@@ -165,7 +177,7 @@ def test_count_window_holds_exactly_the_last_n_predictions(count, batches):
         if batch:
             probs = np.array([p for p, _ in batch])
             labels = np.array([label for _, label in batch], dtype=np.int64)
-            window.add_predictions(np.zeros(len(labels)), probs, labels)
+            predict(window, probs, labels)
         oracle.extend((0.0, p, label) for p, label in batch)
         Totals.of(K, list(oracle)).assert_matches(window.total())
 
@@ -173,15 +185,15 @@ def test_count_window_holds_exactly_the_last_n_predictions(count, batches):
 @FAST
 @given(st.integers(1, 8), st.integers(0, 30), st.lists(
     st.tuples(st.integers(0, 40), st.integers(0, K - 1)), max_size=20), st.data())
-def test_count_window_set_labels_ignores_evicted_sequence_numbers(count, n, updates, data):
+def test_count_window_labels_ignore_evicted_sequence_numbers(count, n, updates, data):
     window = CountWindow(count, K)
     probs = np.array([data.draw(distributions(K)) for _ in range(n)]).reshape(n, K)
-    window.add_predictions(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
+    predict(window, probs, np.full(n, -1, dtype=np.int64))
     labels = [-1] * n
     for seq, label in updates:
         if seq >= n:
             continue  # only sequence numbers already predicted can be joined
-        window.set_labels(np.array([seq]), np.array([label]))
+        join(window, seq, label)
         if seq >= n - count:
             labels[seq] = label  # still in the window; an evicted one changes nothing
     last = [(0.0, probs[i], labels[i]) for i in range(max(0, n - count), n)]
@@ -199,10 +211,10 @@ def test_a_count_window_started_late_holds_only_what_it_was_given(count, first, 
     window = CountWindow(count, K)
     window.start_at(first)
     probs = np.array([data.draw(distributions(K)) for _ in range(n)]).reshape(n, K)
-    window.add_predictions(np.zeros(n), probs, np.full(n, -1, dtype=np.int64))
+    predict(window, probs, np.full(n, -1, dtype=np.int64))
     labels = [-1] * n
     for seq, label in updates:
-        window.set_labels(np.array([seq]), np.array([label]))
+        join(window, seq, label)
         if max(first, first + n - count) <= seq < first + n:
             labels[seq - first] = label
     last = [(0.0, probs[i], labels[i]) for i in range(max(0, n - count), n)]
@@ -216,7 +228,7 @@ def test_a_batch_longer_than_the_count_window_keeps_its_tail():
     window = CountWindow(3, 2)
     probs = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 3)
     labels = np.array([0, 0, 0, 0, 1, -1, 1], dtype=np.int64)
-    window.add_predictions(np.zeros(len(labels)), probs, labels)
+    predict(window, probs, labels)
     total = window.total()
     Totals.of(2, [(0.0, p, int(label)) for p, label in zip(probs[-3:], labels[-3:])]).assert_matches(
         total, abs_=1e-9)
