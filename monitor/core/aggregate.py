@@ -333,10 +333,6 @@ class Models:
     def __getitem__(self, name: str) -> ModelState:
         return self.states[name]
 
-    def classes(self, name: str) -> tuple[str, ...] | Reason:
-        """Classes of `name` (through the default template for a new name), not admitting it."""
-        return self.known.classes(name)
-
     def admit(self, name: str) -> Reason | None:
         """Take `name` in through the default template if there is room."""
         if name in self.states:
@@ -722,7 +718,7 @@ class Aggregator:
             classes = tuple(schema.text(c, f"{where}.classes") for c in
                             schema.items(schema.field(entry, "classes", where), f"{where}.classes"))
             reference = schema.text(schema.field(entry, "reference", where), f"{where}.reference")
-            if self.models.classes(name) != classes or self.models.admit(name) is not None:
+            if self.models.known.classes(name) != classes or self.models.admit(name) is not None:
                 dropped.append(name)
                 continue
             model = self.models[name]

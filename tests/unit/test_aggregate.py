@@ -220,8 +220,8 @@ def config(models: dict, **top) -> object:
 def test_models_are_admitted_through_the_default_template_up_to_max_models():
     models = Models(config({"fraud": {"classes": ["a", "b"]}, "default": {"classes": ["x", "y", "z"]}},
                            max_models=3))
-    assert models.classes("fraud") == ("a", "b")
-    assert models.classes("new1") == ("x", "y", "z")  # looked up, not admitted
+    assert models.known.classes("fraud") == ("a", "b")
+    assert models.known.classes("new1") == ("x", "y", "z")  # looked up, not admitted
     assert [m.name for m in models] == ["fraud"]
     assert models.admit("new1") is None
     assert models.admit("new2") is None
@@ -233,7 +233,7 @@ def test_models_are_admitted_through_the_default_template_up_to_max_models():
 
 def test_models_without_a_default_template_reject_unknown_names():
     models = Models(config({"fraud": {"classes": ["a", "b"]}}))
-    assert models.classes("other") is Reason.UNKNOWN_MODEL
+    assert models.known.classes("other") is Reason.UNKNOWN_MODEL
     assert models.admit("other") is Reason.UNKNOWN_MODEL
     assert [m.name for m in models] == ["fraud"]
 
